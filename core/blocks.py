@@ -1,0 +1,161 @@
+"""Building blocks shared by the Stage C prior and the Stage B decoder.
+
+Every layer with weights is built through an ``operations`` namespace (``torch.nn`` by default) with explicit
+``dtype``/``device``, so the same classes serve plain PyTorch, ComfyUI's weight-casting ops and the ``meta``
+device. Attribute names give exactly the diffusers state-dict keys.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attention
+
+
+def cast_like(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A parameter used directly in ``forward`` follows the input's dtype and device.
+
+    ComfyUI's low-VRAM loading may leave such raw parameters on the offload device or in the storage dtype.
+    """
+    if param.dtype == x.dtype and param.device == x.device:
+        return param
+    return param.to(dtype=x.dtype, device=x.device)
+
+
+class LayerNorm2d(nn.Module):
+    """Channel LayerNorm on NCHW tensors, no affine (Würstchen uses eps 1e-6 everywhere); it has no keys."""
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def timestep_embedding(r: torch.Tensor, c_r: int, max_positions: int = 10000) -> torch.Tensor:
+    """Sinusoidal embedding of the noise ratio r in [0, 1].
+
+    r * max_positions is computed in r's dtype (fp16 rounds it, as the reference does); the rest in fp32.
+    """
+    r = r * max_positions
+    half_dim = c_r // 2
+    freq_step = math.log(max_positions) / (half_dim - 1)
+    freqs = torch.arange(half_dim, device=r.device).float().mul(-freq_step).exp()
+    emb = r[:, None] * freqs[None, :]
+    emb = torch.cat([emb.sin(), emb.cos()], dim=1)
+    if c_r % 2 == 1:
+        emb = F.pad(emb, (0, 1), mode="constant")
+    return emb.to(dtype=r.dtype)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2 GRN on NHWC input: L2 over H and W, divided by its channel mean."""
+
+    def __init__(self, dim: int, dtype=None, device=None):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim, dtype=dtype, device=device))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        agg_norm = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        stand_div_norm = agg_norm / (agg_norm.mean(dim=-1, keepdim=True) + 1e-6)
+        return cast_like(self.gamma, x) * (x * stand_div_norm) + cast_like(self.beta, x) + x
+
+
+class TimestepBlock(nn.Module):
+    def __init__(self, c: int, c_r: int, *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.mapper = operations.Linear(c_r, c * 2, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor, r_embed: torch.Tensor) -> torch.Tensor:
+        a, b = self.mapper(r_embed)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + a) + b
+
+
+def _channelwise_mlp(c_in: int, c: int, dropout: float, dtype, device, operations) -> nn.Sequential:
+    return nn.Sequential(
+        operations.Linear(c_in, c * 4, dtype=dtype, device=device),
+        nn.GELU(),
+        GlobalResponseNorm(c * 4, dtype=dtype, device=device),
+        nn.Dropout(dropout),
+        operations.Linear(c * 4, c, dtype=dtype, device=device),
+    )
+
+
+class ResBlock(nn.Module):
+    """Prior ResBlock: the (never used) skip joins before the depthwise conv."""
+
+    def __init__(self, c: int, c_skip: int = 0, kernel_size: int = 3, dropout: float = 0.0,
+                 *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.depthwise = operations.Conv2d(c + c_skip, c, kernel_size=kernel_size, padding=kernel_size // 2,
+                                           groups=c, dtype=dtype, device=device)
+        self.norm = LayerNorm2d()
+        self.channelwise = _channelwise_mlp(c, c, dropout, dtype, device, operations)
+
+    def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None) -> torch.Tensor:
+        x_res = x
+        if x_skip is not None:
+            x = torch.cat([x, x_skip], dim=1)
+        x = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
+        x = self.channelwise(x).permute(0, 3, 1, 2)
+        return x + x_res
+
+
+class ResBlockStageB(nn.Module):
+    """Decoder ResBlock: the skip (level output and/or effnet) joins after the norm, at the first Linear."""
+
+    def __init__(self, c: int, c_skip: int = 0, kernel_size: int = 3, dropout: float = 0.0,
+                 *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.depthwise = operations.Conv2d(c, c, kernel_size=kernel_size, padding=kernel_size // 2,
+                                           groups=c, dtype=dtype, device=device)
+        self.norm = LayerNorm2d()
+        self.channelwise = _channelwise_mlp(c + c_skip, c, dropout, dtype, device, operations)
+
+    def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None) -> torch.Tensor:
+        x_res = x
+        x = self.norm(self.depthwise(x))
+        if x_skip is not None:
+            x = torch.cat([x, x_skip], dim=1)
+        x = self.channelwise(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + x_res
+
+
+class Attention(nn.Module):
+    """Multi-head attention with the key names of diffusers' ``Attention`` (to_q/to_k/to_v/to_out.0)."""
+
+    def __init__(self, c: int, nhead: int, dropout: float = 0.0, *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.heads = nhead
+        self.to_q = operations.Linear(c, c, dtype=dtype, device=device)
+        self.to_k = operations.Linear(c, c, dtype=dtype, device=device)
+        self.to_v = operations.Linear(c, c, dtype=dtype, device=device)
+        self.to_out = nn.ModuleList([operations.Linear(c, c, dtype=dtype, device=device), nn.Dropout(dropout)])
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        out = attention(self.to_q(x), self.to_k(kv), self.to_v(kv), self.heads)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class AttnBlock(nn.Module):
+    """Self- and cross-attention in one: image tokens attend to [image tokens, mapped conditioning tokens]."""
+
+    def __init__(self, c: int, c_cond: int, nhead: int, dropout: float = 0.0,
+                 *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.norm = LayerNorm2d()
+        self.attention = Attention(c, nhead, dropout, dtype=dtype, device=device, operations=operations)
+        self.kv_mapper = nn.Sequential(nn.SiLU(), operations.Linear(c_cond, c, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        tokens = self.norm(x).view(batch, channels, height * width).transpose(1, 2)
+        kv = torch.cat([tokens, self.kv_mapper(cond)], dim=1)
+        out = self.attention(tokens, kv)
+        return x + out.transpose(1, 2).reshape(batch, channels, height, width)

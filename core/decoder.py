@@ -1,0 +1,143 @@
+"""Stage B: the decoder that turns a Stage C latent into a 4-channel VQ latent (diffusers' WuerstchenDiffNeXt)."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import AttnBlock, LayerNorm2d, ResBlockStageB, TimestepBlock, timestep_embedding
+
+
+def _make_block(letter: str, c: int, c_cond: int, c_r: int, nhead: int, c_skip: int, kernel_size: int,
+                dropout: float, make: dict) -> nn.Module:
+    if letter == "C":
+        return ResBlockStageB(c, c_skip, kernel_size=kernel_size, dropout=dropout, **make)
+    if letter == "A":
+        return AttnBlock(c, c_cond, nhead, dropout=dropout, **make)
+    if letter == "T":
+        return TimestepBlock(c, c_r, **make)
+    raise ValueError(f"decoder level_config letter {letter!r} is not supported; expected C, T or A")
+
+
+class StageBDecoder(nn.Module):
+    """Defaults are the released ``warp-ai/wuerstchen`` decoder configuration."""
+
+    def __init__(self, c_in: int = 4, c_out: int = 4, c_r: int = 64, patch_size: int = 2, c_cond: int = 1024,
+                 c_hidden=(320, 640, 1280, 1280), nhead=(-1, 10, 20, 20), blocks=(4, 4, 14, 4),
+                 level_config=("CT", "CTA", "CTA", "CTA"), inject_effnet=(False, True, True, True),
+                 effnet_embd: int = 16, clip_embd: int = 1024, kernel_size: int = 3, dropout=0.1,
+                 *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        c_hidden, nhead, blocks = list(c_hidden), list(nhead), list(blocks)
+        level_config, inject_effnet = list(level_config), list(inject_effnet)
+        dropout = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(c_hidden)
+        self.config = dict(c_in=c_in, c_out=c_out, c_r=c_r, patch_size=patch_size, c_cond=c_cond,
+                           c_hidden=c_hidden, nhead=nhead, blocks=blocks, level_config=level_config,
+                           inject_effnet=inject_effnet, effnet_embd=effnet_embd, clip_embd=clip_embd,
+                           kernel_size=kernel_size, dropout=dropout)
+        self.c_in, self.c_r, self.c_cond, self.clip_embd, self.effnet_embd = c_in, c_r, c_cond, clip_embd, effnet_embd
+        self.has_attention = any("A" in levels for levels in level_config)
+        make = dict(dtype=dtype, device=device, operations=operations)
+
+        self.clip_mapper = operations.Linear(clip_embd, c_cond, dtype=dtype, device=device)
+        self.effnet_mappers = nn.ModuleList([
+            operations.Conv2d(effnet_embd, c_cond, kernel_size=1, dtype=dtype, device=device) if inject else None
+            for inject in inject_effnet + list(reversed(inject_effnet))
+        ])
+        self.embedding = nn.Sequential(
+            nn.PixelUnshuffle(patch_size),
+            operations.Conv2d(c_in * patch_size ** 2, c_hidden[0], kernel_size=1, dtype=dtype, device=device),
+            LayerNorm2d(),
+        )
+
+        def block(i: int, letter: str, c_skip: int) -> nn.Module:
+            return _make_block(letter, c_hidden[i], c_cond, c_r, nhead[i], c_skip, kernel_size, dropout[i], make)
+
+        self.down_blocks = nn.ModuleList()
+        for i in range(len(c_hidden)):
+            level = nn.ModuleList()
+            if i > 0:
+                level.append(nn.Sequential(
+                    LayerNorm2d(),
+                    operations.Conv2d(c_hidden[i - 1], c_hidden[i], kernel_size=2, stride=2, dtype=dtype, device=device),
+                ))
+            effnet_skip = c_cond if inject_effnet[i] else 0
+            for _ in range(blocks[i]):
+                for letter in level_config[i]:
+                    level.append(block(i, letter, effnet_skip))
+            self.down_blocks.append(level)
+
+        self.up_blocks = nn.ModuleList()
+        for i in reversed(range(len(c_hidden))):
+            level = nn.ModuleList()
+            for j in range(blocks[i]):
+                for k, letter in enumerate(level_config[i]):
+                    level_skip = c_hidden[i] if i < len(c_hidden) - 1 and j == k == 0 else 0
+                    level.append(block(i, letter, level_skip + (c_cond if inject_effnet[i] else 0)))
+            if i > 0:
+                level.append(nn.Sequential(
+                    LayerNorm2d(),
+                    operations.ConvTranspose2d(c_hidden[i], c_hidden[i - 1], kernel_size=2, stride=2,
+                                               dtype=dtype, device=device),
+                ))
+            self.up_blocks.append(level)
+
+        self.clf = nn.Sequential(
+            LayerNorm2d(),
+            operations.Conv2d(c_hidden[0], 2 * c_out * patch_size ** 2, kernel_size=1, dtype=dtype, device=device),
+            nn.PixelShuffle(patch_size),
+        )
+
+    def _effnet_features(self, mapper: nn.Module | None, effnet: torch.Tensor, x: torch.Tensor):
+        """Effnet resampled to this level's size; the bicubic-antialias resampling runs in fp32 on purpose."""
+        if mapper is None:
+            return None
+        resized = F.interpolate(effnet.float(), size=x.shape[-2:], mode="bicubic", antialias=True, align_corners=True)
+        return mapper(resized.to(effnet.dtype))
+
+    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet_c, level_skip=None):
+        for block in level:
+            if isinstance(block, ResBlockStageB):
+                skip = effnet_c
+                if level_skip is not None:
+                    skip = level_skip if effnet_c is None else torch.cat([level_skip, effnet_c], dim=1)
+                    level_skip = None
+                x = block(x, skip)
+            elif isinstance(block, AttnBlock):
+                x = block(x, clip)
+            elif isinstance(block, TimestepBlock):
+                x = block(x, r_embed)
+            else:
+                x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor, clip: torch.Tensor | None = None,
+                eps: float = 1e-3) -> torch.Tensor:
+        """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states (B,77,clip_embd)."""
+        r_embed = timestep_embedding(r, self.c_r)
+        if clip is not None:
+            clip = F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6)
+        x_in = x
+        x = self.embedding(x)
+
+        level_outputs = []
+        for i, level in enumerate(self.down_blocks):
+            if i > 0:
+                x = level[0](x)
+                level = level[1:]
+            x = self._run_level(level, x, r_embed, clip, self._effnet_features(self.effnet_mappers[i], effnet, x))
+            level_outputs.insert(0, x)
+
+        x = level_outputs[0]
+        n_levels = len(self.down_blocks)
+        for k, level in enumerate(self.up_blocks):
+            effnet_c = self._effnet_features(self.effnet_mappers[n_levels + k], effnet, x)
+            level_skip = level_outputs[k] if k > 0 else None
+            upscaler = level[-1] if k < n_levels - 1 else None
+            blocks = level[:-1] if upscaler is not None else level
+            x = self._run_level(blocks, x, r_embed, clip, effnet_c, level_skip)
+            if upscaler is not None:
+                x = upscaler(x)
+
+        a, b = self.clf(x).chunk(2, dim=1)
+        b = b.sigmoid() * (1 - eps * 2) + eps
+        return (x_in - a) / b

@@ -1,0 +1,45 @@
+"""Stage C: the text-conditional prior that generates the 16-channel EfficientNet latent (diffusers' WuerstchenPrior)."""
+
+import torch
+import torch.nn as nn
+
+from .blocks import AttnBlock, LayerNorm2d, ResBlock, TimestepBlock, timestep_embedding
+
+
+class StageCPrior(nn.Module):
+    """Defaults are the released ``warp-ai/wuerstchen-prior`` configuration."""
+
+    def __init__(self, c_in: int = 16, c: int = 1536, c_cond: int = 1280, c_r: int = 64, depth: int = 32,
+                 nhead: int = 24, dropout: float = 0.1, *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        self.config = dict(c_in=c_in, c=c, c_cond=c_cond, c_r=c_r, depth=depth, nhead=nhead, dropout=dropout)
+        self.c_in, self.c_cond, self.c_r = c_in, c_cond, c_r
+        make = dict(dtype=dtype, device=device, operations=operations)
+        self.projection = operations.Conv2d(c_in, c, kernel_size=1, dtype=dtype, device=device)
+        self.cond_mapper = nn.Sequential(
+            operations.Linear(c_cond, c, dtype=dtype, device=device),
+            nn.LeakyReLU(0.2),
+            operations.Linear(c, c, dtype=dtype, device=device),
+        )
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            self.blocks.append(ResBlock(c, dropout=dropout, **make))
+            self.blocks.append(TimestepBlock(c, c_r, **make))
+            self.blocks.append(AttnBlock(c, c, nhead, dropout=dropout, **make))
+        self.out = nn.Sequential(LayerNorm2d(), operations.Conv2d(c, c_in * 2, kernel_size=1, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)."""
+        x_in = x
+        x = self.projection(x)
+        c_embed = self.cond_mapper(c)
+        r_embed = timestep_embedding(r, self.c_r)
+        for block in self.blocks:
+            if isinstance(block, AttnBlock):
+                x = block(x, c_embed)
+            elif isinstance(block, TimestepBlock):
+                x = block(x, r_embed)
+            else:
+                x = block(x)
+        a, b = self.out(x).chunk(2, dim=1)
+        return (x_in - a) / ((1 - b).abs() + 1e-5)

@@ -1,0 +1,213 @@
+"""Text-to-image sampling: prior (Stage C) → decoder (Stage B) → VQ decode (Stage A), as the reference pipelines do.
+
+Unlike the reference, any number of prompts × images per prompt works in both stages, and each image can get its
+own generator so that image i of a batch equals a batch-1 run with generator i.
+"""
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from .scheduler import DDPMWuerstchenScheduler, timestep_grid
+from .validation import (check_cfg, check_conditioning, check_finite, check_image_size, check_latent,
+                         check_latent_channels, check_positive_int, check_strength)
+from .vqgan import VQ_SCALE_FACTOR
+
+RESOLUTION_MULTIPLE = 42.67   # image pixels per Stage C latent pixel
+LATENT_DIM_SCALE = 10.67      # Stage B latent pixels per Stage C latent pixel
+LATENT_MEAN, LATENT_STD = 42.0, 1.0  # the prior works in (effnet + 1) / 42 space
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+def stage_c_size(height: int, width: int) -> tuple[int, int]:
+    return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
+
+
+def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
+    return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
+
+
+def generators_for_seed(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image, seeded seed, seed+1, …: image i is reproducible alone with seed+i."""
+    return [torch.Generator("cpu").manual_seed((seed + i) % 2 ** 64) for i in range(count)]
+
+
+def draw_noise(shape, generator: Generators, dtype: torch.dtype, device) -> torch.Tensor:
+    """Standard normal noise drawn directly in ``dtype``, as diffusers' ``randn_tensor`` draws it.
+
+    A list of generators draws one sample each; CPU generators draw on the CPU and the result is moved.
+    """
+    device = torch.device(device)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; give one per image")
+        if len(generator) > 1:
+            samples = [torch.randn((1,) + tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+            return torch.cat([s.to(device) for s in samples], dim=0)
+        generator = generator[0]
+    rand_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=rand_device, dtype=dtype).to(device)
+
+
+def _model_dtype_device(model: torch.nn.Module, dtype, device):
+    param = next(model.parameters())
+    return dtype or param.dtype, torch.device(device) if device is not None else param.device
+
+
+def _repeat_for_batch(name: str, cond: torch.Tensor, batch: int) -> torch.Tensor:
+    """Prompt rows repeat in order [p0, p0, …, p1, p1, …] to fill the image batch."""
+    if batch % cond.shape[0] != 0:
+        raise ValueError(f"{name} has {cond.shape[0]} prompts, which does not divide the batch of {batch} images")
+    return cond.repeat_interleave(batch // cond.shape[0], dim=0)
+
+
+def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) -> torch.Tensor:
+    """The shared ancestral loop; every noise draw happens before the loop, in the reference's order."""
+    steps = grid.shape[0] - 1
+    batch, dtype = latents.shape[0], latents.dtype
+    step_noise = [draw_noise(latents.shape, generator, dtype, latents.device) for _ in range(steps)]
+    use_cfg = cfg > 1.0
+    for i in range(steps):
+        ratio = grid[i].expand(batch).to(dtype)
+        if use_cfg:
+            eps_cond, eps_uncond = model_fn(torch.cat([latents, latents]), torch.cat([ratio, ratio])).chunk(2)
+            eps = torch.lerp(eps_uncond, eps_cond, cfg)
+        else:
+            eps = model_fn(latents, ratio)
+        latents = scheduler.step(eps, ratio, grid[i + 1].expand(batch), latents, step_noise[i].to(eps.dtype))
+        if callback is not None:
+            callback(i, steps, latents)
+    return latents
+
+
+def _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler) -> torch.Tensor:
+    noise = draw_noise(shape, generator, dtype, device)
+    if init_latent is None:
+        return noise
+    start = grid[0].expand(shape[0])
+    return scheduler.add_noise(init_latent.to(device=device, dtype=dtype).expand(shape), noise, start)
+
+
+def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, *, width: int = 1024,
+                 height: int = 1024, batch_size: int = 1, steps: int | None = None, timesteps=None,
+                 cfg: float = 4.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
+                 strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
+                 scheduler: DDPMWuerstchenScheduler | None = None) -> torch.Tensor:
+    """Stage C: returns image embeddings (P·batch_size, 16, ⌈H/42.67⌉, ⌈W/42.67⌉) in effnet space (latents·42 − 1).
+
+    ``cond``/``uncond`` are CLIP-bigG hidden states (P, 77, 1280); ``uncond`` is needed when cfg > 1.
+    ``init_latent`` (effnet space, e.g. an earlier prior output) with ``strength`` < 1 gives a variation of it.
+    Default schedule when neither ``steps`` nor ``timesteps`` is given: 60 linear steps, as the reference pipeline.
+    """
+    check_image_size("width", width)
+    check_image_size("height", height)
+    check_positive_int("batch_size", batch_size)
+    cfg, strength = check_cfg(cfg), check_strength(strength)
+    dtype, device = _model_dtype_device(prior, dtype, device)
+    c_cond = prior.c_cond
+    hint = "the prior's text encoder, CLIP-bigG, for the released model"
+    check_conditioning("prior positive conditioning", cond, c_cond, hint)
+    size = stage_c_size(height, width)
+    batch = cond.shape[0] * batch_size
+    shape = (batch, prior.c_in, *size)
+    if init_latent is not None:
+        check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
+        init_latent = (_repeat_for_batch("prior init latent", init_latent, batch) + LATENT_STD) / LATENT_MEAN
+        if strength == 0.0:
+            return init_latent * LATENT_MEAN - LATENT_STD
+    elif strength < 1.0:
+        raise ValueError("denoise/strength < 1 needs an init latent to start from; connect one or use 1.0")
+
+    text = cond.repeat_interleave(batch_size, dim=0)
+    if cfg > 1.0:
+        if uncond is None:
+            raise ValueError("cfg > 1 needs negative conditioning (encode an empty prompt for the reference's)")
+        check_conditioning("prior negative conditioning", uncond, c_cond, hint)
+        text = torch.cat([text, _repeat_for_batch("prior negative conditioning", uncond, batch)])
+    text = text.to(device=device, dtype=dtype)
+
+    scheduler = scheduler or DDPMWuerstchenScheduler()
+    if steps is None and timesteps is None:
+        steps = 60
+    grid = timestep_grid(steps, timesteps, strength, device=device)
+    latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
+    latents = _denoise_loop(lambda x, r: prior(x, r, text), latents, grid, cfg, generator, callback, scheduler)
+    return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
+
+
+def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
+                   uncond: torch.Tensor | None = None, *, steps: int | None = 12, timesteps=None,
+                   cfg: float = 0.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
+                   strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
+                   scheduler: DDPMWuerstchenScheduler | None = None) -> torch.Tensor:
+    """Stage B: returns VQ latents (B, 4, ⌊h·10.67⌋, ⌊w·10.67⌋) for image embeddings (B, 16, h, w).
+
+    ``cond``/``uncond`` are CLIP-H hidden states (P, 77, 1024) with P dividing B; the unconditional branch also sees
+    zero image embeddings, as in the reference. ``init_latent`` (e.g. from VQ encode) with ``strength`` < 1 gives
+    image-to-image at Stage B.
+    """
+    cfg, strength = check_cfg(cfg), check_strength(strength)
+    dtype, device = _model_dtype_device(decoder, dtype, device)
+    if not isinstance(image_embeddings, torch.Tensor) or image_embeddings.dim() != 4 \
+            or image_embeddings.shape[1] != decoder.effnet_embd:
+        shape = tuple(image_embeddings.shape) if isinstance(image_embeddings, torch.Tensor) else type(image_embeddings).__name__
+        raise ValueError(f"decoder image embeddings must be a Stage C latent of shape (batch, {decoder.effnet_embd}, h, w), "
+                         f"got {shape}")
+    hint = "the decoder's text encoder, CLIP-ViT-H, for the released model"
+    check_conditioning("decoder positive conditioning", cond, decoder.clip_embd, hint)
+    batch = image_embeddings.shape[0]
+    size = stage_b_size(image_embeddings.shape[-2:])
+    if size[0] % 16 or size[1] % 16:
+        raise ValueError(f"a Stage C latent of {tuple(image_embeddings.shape[-2:])} gives a Stage B latent of {size}, "
+                         f"which the decoder cannot take (sides must be multiples of 16); "
+                         f"generate the prior at a multiple of 128 pixels")
+    shape = (batch, decoder.c_in, *size)
+    if init_latent is not None:
+        check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
+        init_latent = _repeat_for_batch("decoder init latent", init_latent, batch)
+        if strength == 0.0:
+            return init_latent.clone()
+    elif strength < 1.0:
+        raise ValueError("denoise/strength < 1 needs an init latent to start from; connect one or use 1.0")
+
+    effnet = image_embeddings.to(device=device, dtype=dtype)
+    text = _repeat_for_batch("decoder positive conditioning", cond, batch)
+    if cfg > 1.0:
+        if uncond is None:
+            raise ValueError("cfg > 1 needs negative conditioning (encode an empty prompt for the reference's)")
+        check_conditioning("decoder negative conditioning", uncond, decoder.clip_embd, hint)
+        text = torch.cat([text, _repeat_for_batch("decoder negative conditioning", uncond, batch)])
+        effnet = torch.cat([effnet, torch.zeros_like(effnet)])
+    text = text.to(device=device, dtype=dtype)
+
+    scheduler = scheduler or DDPMWuerstchenScheduler()
+    grid = timestep_grid(steps if timesteps is None else None, timesteps, strength, device=device)
+    latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
+    latents = _denoise_loop(lambda x, r: decoder(x, r, effnet, text), latents, grid, cfg, generator, callback,
+                            scheduler)
+    return check_finite("Stage B (decoder)", latents)
+
+
+def vq_decode(vqgan, latents: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
+    """Stage B latents (B,4,h,w) → RGB images (B,3,4h,4w) in [0, 1]."""
+    dtype, device = _model_dtype_device(vqgan, dtype, device)
+    check_latent_channels("VQ decode input", latents, vqgan.latent_channels, "Stage B latent")
+    images = vqgan.decode(latents.to(device=device, dtype=dtype) * VQ_SCALE_FACTOR)
+    return check_finite("Stage A (VQGAN decode)", images).clamp(0, 1)
+
+
+def vq_encode(vqgan, images: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
+    """RGB images (B,3,H,W) in [0, 1], H and W multiples of 4 → Stage B latents (B,4,H/4,W/4)."""
+    dtype, device = _model_dtype_device(vqgan, dtype, device)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"VQ encode expects RGB images of shape (batch, 3, H, W), got {shape}")
+    if images.shape[-2] % vqgan.downscale or images.shape[-1] % vqgan.downscale:
+        raise ValueError(f"VQ encode needs image sides that are multiples of {vqgan.downscale}, "
+                         f"got {tuple(images.shape[-2:])}")
+    latents = vqgan.encode(images.to(device=device, dtype=dtype)) / VQ_SCALE_FACTOR
+    return check_finite("Stage A (VQGAN encode)", latents)
+

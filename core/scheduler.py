@@ -1,0 +1,80 @@
+"""The DDPM-Würstchen sampler: cosine ᾱ schedule over continuous noise ratios t ∈ [0, 1]."""
+
+import math
+
+import numpy as np
+import torch
+
+# The reference's recommended 29-step Stage C schedule: 20 fine steps in the noisy third, 10 coarse ones after.
+DEFAULT_STAGE_C_TIMESTEPS = [float(t) for t in np.linspace(1.0, 2 / 3, 20)] + \
+                            [float(t) for t in np.linspace(2 / 3, 0.0, 11)[1:]]
+
+
+class DDPMWuerstchenScheduler:
+    """ᾱ(t) = cos²(((t+s)/(1+s))·π/2) / cos²((s/(1+s))·π/2), clamped to [1e-4, 0.9999]; released s=0.008, scaler=1."""
+
+    def __init__(self, s: float = 0.008, scaler: float = 1.0):
+        self.scaler = scaler
+        self.s = torch.tensor([s])
+        self._init_alpha_cumprod = torch.cos(self.s / (1 + self.s) * torch.pi * 0.5) ** 2
+
+    def alpha_cumprod(self, t: torch.Tensor) -> torch.Tensor:
+        if self.scaler > 1:
+            t = 1 - (1 - t) ** self.scaler
+        elif self.scaler < 1:
+            t = t ** self.scaler
+        s = self.s.to(t.device)
+        alpha_cumprod = torch.cos((t + s) / (1 + s) * torch.pi * 0.5) ** 2 / self._init_alpha_cumprod.to(t.device)
+        return alpha_cumprod.clamp(0.0001, 0.9999)
+
+    def step(self, eps: torch.Tensor, t: torch.Tensor, prev_t: torch.Tensor, sample: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+        """One ancestral step from ratio ``t`` (B,) to ``prev_t`` (B,); ``noise`` is ignored when prev_t is 0.
+
+        As in the reference, ᾱ_t uses t as the model saw it (possibly rounded to fp16) and the maths runs in fp32.
+        """
+        view = (-1,) + (1,) * (sample.dim() - 1)
+        alpha_cumprod = self.alpha_cumprod(t).view(view)
+        alpha_cumprod_prev = self.alpha_cumprod(prev_t).view(view)
+        alpha = alpha_cumprod / alpha_cumprod_prev
+        mu = (1.0 / alpha).sqrt() * (sample - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
+        std = ((1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)).sqrt() * noise
+        pred = mu + std * (prev_t != 0).float().view(view)
+        return pred.to(eps.dtype)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward diffusion to ratio ``t`` (B,): √ᾱ·x0 + √(1−ᾱ)·noise, in x0's dtype."""
+        alpha_cumprod = self.alpha_cumprod(t).view((-1,) + (1,) * (x0.dim() - 1))
+        return (alpha_cumprod.sqrt() * x0 + (1 - alpha_cumprod).sqrt() * noise).to(x0.dtype)
+
+
+def timestep_grid(steps: int | None = None, timesteps=None, strength: float = 1.0, device=None) -> torch.Tensor:
+    """The fp32 grid of N+1 ratios the sampler walks, ending at 0.
+
+    ``steps`` gives ``linspace(1, 0, steps+1)``; ``timesteps`` is an explicit list (it must start ≤ 1, decrease
+    strictly and end at 0). ``strength`` < 1 scales the grid so sampling starts from a partly noised latent.
+    """
+    if (steps is None) == (timesteps is None):
+        raise ValueError("give either steps or timesteps, not both and not neither")
+    if timesteps is None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        grid = torch.linspace(1.0, 0.0, steps + 1, device=device)
+    else:
+        grid = torch.Tensor(_checked_timesteps(timesteps)).to(device)
+    if not 0.0 <= strength <= 1.0 or math.isnan(strength):
+        raise ValueError(f"strength/denoise must be within [0, 1], got {strength}")
+    return grid if strength == 1.0 else grid * strength
+
+
+def _checked_timesteps(timesteps) -> list:
+    values = [float(t) for t in (timesteps.tolist() if isinstance(timesteps, torch.Tensor) else timesteps)]
+    if len(values) < 2:
+        raise ValueError(f"a timestep list needs at least 2 values (start and final 0.0), got {len(values)}")
+    if any(not 0.0 <= t <= 1.0 for t in values):
+        raise ValueError(f"timesteps must lie within [0, 1], got {values}")
+    if any(b >= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"timesteps must decrease strictly from the noisiest ratio to 0.0, got {values}")
+    if values[-1] != 0.0:
+        raise ValueError(f"the last timestep must be 0.0 (the clean sample), got {values[-1]}")
+    return values
