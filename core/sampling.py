@@ -91,6 +91,7 @@ def _initial_latents(shape, dtype, device, generator, init_latent, grid, schedul
     return scheduler.add_noise(init_latent.to(device=device, dtype=dtype).expand(shape), noise, start)
 
 
+@torch.no_grad()
 def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, *, width: int = 1024,
                  height: int = 1024, batch_size: int = 1, steps: int | None = None, timesteps=None,
                  cfg: float = 4.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
@@ -138,6 +139,7 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
     return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
 
 
+@torch.no_grad()
 def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
                    uncond: torch.Tensor | None = None, *, steps: int | None = 12, timesteps=None,
                    cfg: float = 0.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
@@ -191,6 +193,7 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
     return check_finite("Stage B (decoder)", latents)
 
 
+@torch.no_grad()
 def vq_decode(vqgan, latents: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
     """Stage B latents (B,4,h,w) → RGB images (B,3,4h,4w) in [0, 1]."""
     dtype, device = _model_dtype_device(vqgan, dtype, device)
@@ -199,6 +202,7 @@ def vq_decode(vqgan, latents: torch.Tensor, dtype=None, device=None) -> torch.Te
     return check_finite("Stage A (VQGAN decode)", images).clamp(0, 1)
 
 
+@torch.no_grad()
 def vq_encode(vqgan, images: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
     """RGB images (B,3,H,W) in [0, 1], H and W multiples of 4 → Stage B latents (B,4,H/4,W/4)."""
     dtype, device = _model_dtype_device(vqgan, dtype, device)

@@ -5,9 +5,24 @@ import math
 import numpy as np
 import torch
 
+REFERENCE_STAGE_C_STEPS = 29
+
+
+def stage_c_timesteps(steps: int = REFERENCE_STAGE_C_STEPS) -> list[float]:
+    """The reference's Stage C schedule, stretched to ``steps``: 19 of every 29 steps are spent in the noisy
+    third (1 → 2/3), the rest in 2/3 → 0. At 29 steps it is exactly ``DEFAULT_STAGE_C_TIMESTEPS``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps == 1:
+        return [1.0, 0.0]
+    fine = min(steps - 1, max(1, round(steps * 19 / REFERENCE_STAGE_C_STEPS)))
+    coarse = steps - fine
+    return [float(t) for t in np.linspace(1.0, 2 / 3, fine + 1)] + \
+           [float(t) for t in np.linspace(2 / 3, 0.0, coarse + 1)[1:]]
+
+
 # The reference's recommended 29-step Stage C schedule: 20 fine steps in the noisy third, 10 coarse ones after.
-DEFAULT_STAGE_C_TIMESTEPS = [float(t) for t in np.linspace(1.0, 2 / 3, 20)] + \
-                            [float(t) for t in np.linspace(2 / 3, 0.0, 11)[1:]]
+DEFAULT_STAGE_C_TIMESTEPS = stage_c_timesteps(REFERENCE_STAGE_C_STEPS)
 
 
 class DDPMWuerstchenScheduler:

@@ -1,0 +1,23 @@
+"""The pack's V1 node classes. IDs, input names and input order are a public API: saved workflows depend on them."""
+
+from .comfy_bridge import register_model_folder
+from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
+from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
+from .text import WuerstchenTextEncode
+from .vq import WuerstchenVQDecode, WuerstchenVQEncode
+
+register_model_folder()
+
+NODE_DISPLAY_NAMES = {
+    WuerstchenPriorLoader: "Würstchen Prior Loader (Stage C)",
+    WuerstchenDecoderLoader: "Würstchen Decoder Loader (Stage B)",
+    WuerstchenVQGANLoader: "Würstchen VQGAN Loader (Stage A)",
+    WuerstchenTextEncoderLoader: "Würstchen Text Encoder Loader",
+    WuerstchenTextEncode: "Würstchen Text Encode",
+    WuerstchenPriorSampler: "Würstchen Prior Sampler (Stage C)",
+    WuerstchenDecoderSampler: "Würstchen Decoder Sampler (Stage B)",
+    WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
+    WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
+}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

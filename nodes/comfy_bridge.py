@@ -1,0 +1,183 @@
+"""The only module that talks to ComfyUI: model folders, devices and dtypes, model management, progress, previews
+and Cancel. Outside ComfyUI (tests, scripts) every function falls back to plain PyTorch.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+try:  # ComfyUI puts these on sys.path before it imports packs.
+    import comfy.model_management as model_management
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.utils
+    import folder_paths
+except ImportError:
+    model_management = folder_paths = None
+
+IN_COMFYUI = model_management is not None
+MODEL_FOLDER_KEY = "wuerstchen"
+MODEL_DIRS_ENV = "WUERSTCHEN_MODEL_DIRS"
+WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".pt", ".pth", ".ckpt", ".bin"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+log = logging.getLogger("wuerstchen")
+
+
+# --- model files ---------------------------------------------------------------------------------------------
+
+def register_model_folder() -> None:
+    """Add ``models/wuerstchen``, keeping whatever extra_model_paths.yaml already set for the key."""
+    if not IN_COMFYUI:
+        return
+    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER_KEY)
+    paths, extensions = folder_paths.folder_names_and_paths.get(MODEL_FOLDER_KEY, ([], set()))
+    if default not in paths:
+        paths = [default] + list(paths)
+    folder_paths.folder_names_and_paths[MODEL_FOLDER_KEY] = (
+        list(paths), set(extensions) | set(folder_paths.supported_pt_extensions))
+
+
+def model_dirs() -> list[Path]:
+    """Where model files and diffusers folders are looked for, in order."""
+    if IN_COMFYUI:
+        dirs = folder_paths.get_folder_paths(MODEL_FOLDER_KEY)
+        if "diffusers" in folder_paths.folder_names_and_paths:
+            dirs = dirs + folder_paths.get_folder_paths("diffusers")
+    else:
+        dirs = [d for d in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if d]
+    return [Path(d) for d in dirs]
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+
+
+def list_models() -> list[str]:
+    """Weight files and diffusers folders under the model dirs, as relative paths (what a saved workflow stores)."""
+    names = set()
+    for root in model_dirs():
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if path.is_file() and path.suffix.lower() in WEIGHT_EXTENSIONS and not _inside_model_folder(path, root):
+                names.add(relative.as_posix())
+            elif path.is_dir() and _is_model_folder(path) and not _inside_model_folder(path, root):
+                names.add(relative.as_posix())
+    return sorted(names)
+
+
+def _inside_model_folder(path: Path, root: Path) -> bool:
+    """Files of a diffusers folder are reached through the folder, not listed one by one."""
+    parent = path.parent
+    while parent != root and root in parent.parents:
+        if _is_model_folder(parent):
+            return True
+        parent = parent.parent
+    return False
+
+
+def resolve_model(name: str) -> Path:
+    for root in model_dirs():
+        candidate = root / name
+        if candidate.exists():
+            return candidate
+    searched = ", ".join(str(d) for d in model_dirs()) or f"none (set {MODEL_DIRS_ENV} outside ComfyUI)"
+    raise FileNotFoundError(f"model '{name}' was not found in the Würstchen model folders: {searched}")
+
+
+# --- devices, dtypes and model management --------------------------------------------------------------------
+
+@dataclass
+class ManagedModel:
+    """A loaded stage: ComfyUI's ModelPatcher inside ComfyUI, the bare module outside.
+
+    ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it.
+    """
+    patcher: object
+    module: torch.nn.Module
+    load_device: torch.device
+    compute_dtype: torch.dtype
+    handle: object = None
+
+
+def placement(kind: str, weight_dtype: str, param_count: int = 0):
+    """(load device, offload device, storage dtype, compute dtype, operations) for a stage, as ComfyUI would pick."""
+    if not IN_COMFYUI:
+        dtype = DTYPES.get(weight_dtype, torch.float32)
+        return torch.device("cpu"), torch.device("cpu"), dtype, dtype, torch.nn
+    mm = model_management
+    if kind == "text_encoder":
+        load, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+        auto = mm.text_encoder_dtype(load)
+    elif kind == "vqgan":
+        load, offload = mm.vae_device(), mm.vae_offload_device()
+        auto = mm.vae_dtype(load, [torch.bfloat16, torch.float32])
+    else:
+        load, offload = mm.get_torch_device(), mm.unet_offload_device()
+        # The prior overflows in fp16 (as Stable Cascade's stage C does); the decoder tolerates it.
+        supported = [torch.bfloat16, torch.float32] if kind == "prior" else [torch.bfloat16, torch.float16, torch.float32]
+        auto = mm.unet_dtype(load, param_count, supported)
+    storage = DTYPES.get(weight_dtype, auto)
+    if kind in ("prior", "decoder"):
+        compute = mm.unet_manual_cast(storage, load) or storage
+        operations = comfy.ops.pick_operations(storage, compute if compute != storage else None)
+    else:
+        compute, operations = storage, torch.nn
+    return load, offload, storage, compute, operations
+
+
+def manage(module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None) -> ManagedModel:
+    patcher = module
+    if IN_COMFYUI:
+        patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+    return ManagedModel(patcher, module, torch.device(load_device), compute_dtype, handle or module)
+
+
+def activate(model: ManagedModel):
+    """Make the stage resident on its load device (ComfyUI may unload other models to make room); returns its handle."""
+    if not isinstance(model, ManagedModel):
+        raise ValueError(f"expected a model from a Würstchen loader node, got {type(model).__name__}")
+    if IN_COMFYUI:
+        model_management.load_models_gpu([model.patcher])
+    else:
+        model.module.to(model.load_device)
+    return model.handle
+
+
+def intermediate_device() -> torch.device:
+    return model_management.intermediate_device() if IN_COMFYUI else torch.device("cpu")
+
+
+# --- progress, previews and Cancel ---------------------------------------------------------------------------
+
+def check_interrupted() -> None:
+    if IN_COMFYUI:
+        model_management.throw_exception_if_processing_interrupted()
+
+
+def _previews_enabled() -> bool:
+    try:
+        from comfy.cli_args import LatentPreviewMethod, args
+        return args.preview_method != LatentPreviewMethod.NoPreviews
+    except (ImportError, AttributeError):
+        return False
+
+
+def step_callback(total_steps: int, make_preview=None):
+    """A sampler callback that checks Cancel, advances ComfyUI's progress bar and sends a preview."""
+    bar = comfy.utils.ProgressBar(total_steps) if IN_COMFYUI else None
+    previews = make_preview is not None and _previews_enabled()
+
+    def callback(step: int, total: int, latents: torch.Tensor) -> None:
+        check_interrupted()
+        if bar is not None:
+            preview = ("JPEG", make_preview(latents), 512) if previews else None
+            bar.update_absolute(step + 1, total, preview)
+
+    return callback

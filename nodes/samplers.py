@@ -1,0 +1,127 @@
+"""The two Würstchen samplers: prior (text → Stage C latent) and decoder (Stage C latent → Stage B latent)."""
+
+import torch
+
+from ..core import generators_for_seed, sample_decoder, sample_prior, stage_c_timesteps
+from ..core.preview import latent_preview
+from ..core.validation import check_image_size
+from .comfy_bridge import activate, intermediate_device, step_callback
+from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
+
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Noise seed. Image i of a batch uses seed + i, so any image can be re-made alone."})
+PRIOR_SCHEDULES = ["reference", "linear"]
+
+
+def _size_errors(**sizes) -> str | bool:
+    """Queue-time check of constant width/height (linked inputs arrive as None)."""
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        try:
+            check_image_size(name, value)
+        except ValueError as error:
+            return str(error)
+    return True
+
+
+class WuerstchenPriorSampler:
+    DESCRIPTION = ("Stage C: samples the 16-channel compressed image latent from text with the DDPM-Würstchen "
+                   "sampler. The reference schedule with 29 steps and cfg 4 reproduces diffusers' recommended call.")
+    CATEGORY = "sampling/wuerstchen"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("prior_latent",)
+    OUTPUT_TOOLTIPS = ("Stage C latent (image embeddings) for the decoder sampler.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        return {
+            "required": {
+                "prior": (PRIOR, {"tooltip": "The prior from the Würstchen Prior Loader."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the prior's text encoder."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the prior's text encoder "
+                                                         "(an empty prompt is the reference). Used when cfg > 1."}),
+                "seed": SEED,
+                "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
+                                  "tooltip": "Number of prior steps (29 with the reference schedule = diffusers' "
+                                             "DEFAULT_STAGE_C_TIMESTEPS)."}),
+                "schedule": (PRIOR_SCHEDULES, {"default": "reference",
+                                               "tooltip": "reference: 2/3 of the steps in the noisiest third, as "
+                                                          "the model authors recommend; linear: evenly spaced "
+                                                          "(diffusers' default with steps)."}),
+                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "Classifier-free guidance scale; values <= 1 turn guidance off."}),
+                "width": ("INT", dict(size, tooltip="Image width in pixels (multiple of 128).")),
+                "height": ("INT", dict(size, tooltip="Image height in pixels (multiple of 128).")),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "step": 1,
+                                       "tooltip": "Images per prompt."}),
+            },
+            "optional": {
+                "latent": ("LATENT", {"tooltip": "Optional Stage C latent to start from (image variation)."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return _size_errors(width=width, height=height)
+
+    def sample(self, prior, positive, negative, seed, steps, schedule, cfg, width, height, batch_size,
+               latent=None, denoise=1.0):
+        cond = conditioning_states(positive, "positive")
+        uncond = conditioning_states(negative, "negative")
+        init = latent_samples(latent, "C", "latent") if latent is not None else None
+        schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
+        model = activate(prior)
+        embeddings = sample_prior(
+            model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
+            generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, strength=denoise,
+            callback=step_callback(steps, latent_preview), dtype=prior.compute_dtype, device=prior.load_device,
+            **schedule_args)
+        return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
+
+
+class WuerstchenDecoderSampler:
+    DESCRIPTION = ("Stage B: decodes a Stage C latent into the 4-channel VQ latent. Reference settings: 12 steps, "
+                   "cfg 0. Give it a VQ-encoded image as latent with denoise < 1 for image-to-image.")
+    CATEGORY = "sampling/wuerstchen"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Stage B latent for Würstchen VQ Decode.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "decoder": (DECODER, {"tooltip": "The decoder from the Würstchen Decoder Loader."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the decoder's text encoder."}),
+                "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler."}),
+                "seed": SEED,
+                "steps": ("INT", {"default": 12, "min": 1, "max": 1000, "step": 1,
+                                  "tooltip": "Number of decoder steps (12 is the reference)."}),
+                "cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "Guidance scale; the reference uses 0 (off). Values > 1 need negative."}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt (decoder's text encoder); used when cfg > 1."}),
+                "latent": ("LATENT", {"tooltip": "Optional Stage B latent to start from, e.g. from Würstchen VQ "
+                                                 "Encode, for image-to-image."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
+            },
+        }
+
+    def sample(self, decoder, positive, prior_latent, seed, steps, cfg, negative=None, latent=None, denoise=1.0):
+        embeddings = latent_samples(prior_latent, "C", "prior_latent")
+        cond = conditioning_states(positive, "positive")
+        uncond = conditioning_states(negative, "negative") if negative is not None else None
+        init = latent_samples(latent, "B", "latent") if latent is not None else None
+        model = activate(decoder)
+        latents = sample_decoder(
+            model, embeddings, cond, uncond, steps=steps, cfg=cfg,
+            generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, strength=denoise,
+            callback=step_callback(steps, latent_preview), dtype=decoder.compute_dtype, device=decoder.load_device)
+        return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

@@ -1,0 +1,124 @@
+"""Tiny random-weight Würstchen checkpoints in the released diffusers layout, written offline in seconds.
+
+They let a fresh machine (and the test suite) run the whole text-to-image path; their images are noise.
+Run directly: ``python scripts/demo_checkpoints.py OUT_DIR`` writes OUT_DIR/wuerstchen-prior and OUT_DIR/wuerstchen.
+"""
+
+import json
+import string
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from core import PaellaVQ, StageBDecoder, StageCPrior  # noqa: E402
+
+# Widths differ per stage, as CLIP-bigG (1280) and CLIP-ViT-H (1024) do, so wiring mistakes show.
+PRIOR_TEXT_WIDTH, DECODER_TEXT_WIDTH = 48, 32
+TINY_PRIOR = dict(c_in=16, c=32, c_cond=PRIOR_TEXT_WIDTH, c_r=8, depth=2, nhead=2)
+TINY_DECODER = dict(c_in=4, c_out=4, c_r=8, c_cond=32, clip_embd=DECODER_TEXT_WIDTH, effnet_embd=16,
+                    c_hidden=[16, 32, 32], nhead=[-1, 2, 4], blocks=[1, 2, 1],
+                    level_config=["CT", "CTA", "CTA"], inject_effnet=[False, True, True])
+TINY_VQGAN = dict(levels=2, bottleneck_blocks=1, embed_dim=16, num_vq_embeddings=32)
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+TINY_MERGES = ["h o", "r s", "rs e</w>", "ho rse</w>", "t h", "th e</w>"]
+
+
+def tiny_vocab() -> dict[str, int]:
+    letters = list(string.ascii_lowercase)
+    merged = [left + right for left, right in (merge.split() for merge in TINY_MERGES)]
+    tokens = letters + [letter + "</w>" for letter in letters] + merged + [BOS, EOS]  # specials last, as in CLIP
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def write_tiny_tokenizer(tokenizer_dir: Path) -> Path:
+    """Hub-style vocab.json + merges.txt, plus what save_pretrained writes."""
+    from transformers import CLIPTokenizerFast
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    (tokenizer_dir / "vocab.json").write_text(json.dumps(tiny_vocab()), encoding="utf-8")
+    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n", encoding="utf-8")
+    CLIPTokenizerFast.from_pretrained(tokenizer_dir, local_files_only=True, model_max_length=77).save_pretrained(tokenizer_dir)
+    return tokenizer_dir
+
+
+def tiny_text_model(hidden_size: int, seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    vocab = tiny_vocab()
+    config = CLIPTextConfig(hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=vocab[BOS],
+                            eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+    torch.manual_seed(seed)
+    return CLIPTextModel(config).eval()
+
+
+def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:
+    """``root/text_encoder`` (transformers-4.x key layout, as the hub files have it) and ``root/tokenizer``."""
+    encoder_dir = root / "text_encoder"
+    encoder_dir.mkdir(parents=True, exist_ok=True)
+    model = tiny_text_model(hidden_size, seed)
+    model.config.to_json_file(encoder_dir / "config.json")
+    save_file({f"text_model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+              encoder_dir / "model.safetensors")
+    write_tiny_tokenizer(root / "tokenizer")
+
+
+@torch.no_grad()
+def tame_outputs_(prior: StageCPrior | None = None, decoder: StageBDecoder | None = None) -> None:
+    """Output layers near ε̂ ≈ x, as trained models give, so random-weight sampling stays finite."""
+    if prior is not None:
+        prior.out[1].weight.mul_(0.05)
+        prior.out[1].bias.zero_()
+    if decoder is not None:
+        decoder.clf[1].weight.mul_(0.05)
+        half = decoder.clf[1].bias.shape[0] // 2
+        decoder.clf[1].bias.copy_(torch.cat([torch.zeros(half), torch.full((half,), 5.0)]))
+
+
+def write_component(folder: Path, class_name: str, config: dict, model: torch.nn.Module) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": class_name, **config}, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "diffusion_pytorch_model.safetensors")
+
+
+def write_model_index(root: Path, class_name: str, components: dict) -> None:
+    index = {"_class_name": class_name, "_diffusers_version": "0.21.0.dev0", **components,
+             "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizerFast"]}
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    (root / "scheduler").mkdir(exist_ok=True)
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMWuerstchenScheduler",
+                                                                          "s": 0.008, "scaler": 1.0}))
+
+
+def write_demo_models(out_dir, seed: int = 0) -> dict[str, Path]:
+    """Write ``wuerstchen-prior/`` and ``wuerstchen/`` pipeline folders, as huggingface-cli leaves them."""
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    prior, decoder, vqgan = StageCPrior(**TINY_PRIOR), StageBDecoder(**TINY_DECODER), PaellaVQ(**TINY_VQGAN)
+    tame_outputs_(prior, decoder)
+
+    prior_root = out_dir / "wuerstchen-prior"
+    write_component(prior_root / "prior", "WuerstchenPrior", TINY_PRIOR, prior)
+    write_text_encoder(prior_root, PRIOR_TEXT_WIDTH, seed + 1)
+    write_model_index(prior_root, "WuerstchenPriorPipeline", {"prior": ["wuerstchen", "WuerstchenPrior"]})
+
+    decoder_root = out_dir / "wuerstchen"
+    write_component(decoder_root / "decoder", "WuerstchenDiffNeXt", TINY_DECODER, decoder)
+    write_component(decoder_root / "vqgan", "PaellaVQModel", TINY_VQGAN, vqgan)
+    write_text_encoder(decoder_root, DECODER_TEXT_WIDTH, seed + 2)
+    write_model_index(decoder_root, "WuerstchenDecoderPipeline", {"decoder": ["wuerstchen", "WuerstchenDiffNeXt"],
+                                                                  "vqgan": ["wuerstchen", "PaellaVQModel"]})
+    return {"prior": prior_root, "decoder": decoder_root}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/demo_checkpoints.py OUT_DIR")
+    for name, path in write_demo_models(sys.argv[1]).items():
+        print(f"{name}: {path}")
