@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel
+
+from .checkpoints import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _sibling_tokenizer_dir(encoder_dir: Path) -> Path:
 def _load_model(encoder_dir: Path, *, dtype: torch.dtype, device: torch.device) -> CLIPTextModel:
     config = _read_config(encoder_dir / "config.json")
     weights_file = _find_weights_file(encoder_dir)
-    state_dict = _normalise_keys(_read_state_dict(weights_file))
+    state_dict = _normalise_keys(read_state_dict(weights_file))
     # Build on the meta device: no random init of a large model that is overwritten anyway.
     with torch.device("meta"):
         model = CLIPTextModel(config)
@@ -172,42 +173,6 @@ def _find_weights_file(encoder_dir: Path) -> Path:
     raise FileNotFoundError(
         f"{encoder_dir}: no text encoder weights found; expected one of {', '.join(_WEIGHT_FILES)}"
     )
-
-
-def _read_state_dict(weights_file: Path) -> dict[str, torch.Tensor]:
-    if weights_file.name.endswith(".index.json"):
-        return _read_sharded_state_dict(weights_file)
-    if weights_file.suffix == ".safetensors":
-        return load_file(weights_file, device="cpu")
-    return _read_pickled_state_dict(weights_file)
-
-
-def _read_sharded_state_dict(index_file: Path) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, json.JSONDecodeError, KeyError) as error:
-        raise ValueError(f"{index_file}: not a valid shard index ({error!r})") from error
-    state_dict: dict[str, torch.Tensor] = {}
-    for shard_name in sorted(set(weight_map.values())):
-        shard_file = index_file.parent / shard_name
-        if not shard_file.is_file():
-            raise FileNotFoundError(f"{index_file}: shard {shard_name} is missing")
-        state_dict.update(_read_state_dict(shard_file))
-    return state_dict
-
-
-def _read_pickled_state_dict(weights_file: Path) -> dict[str, torch.Tensor]:
-    try:
-        loaded = torch.load(weights_file, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError, ... depending on content
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"{weights_file}: refused to load (only plain tensors are allowed, "
-            f"torch.load weights_only=True): {first_line[:200]}"
-        ) from error
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{weights_file}: expected a dict of tensors (a state dict)")
-    return loaded
 
 
 def _normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

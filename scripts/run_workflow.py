@@ -66,10 +66,14 @@ class SaveImage:
 
 
 class LoadImage:
+    """Stand-in for ComfyUI's LoadImage; a relative name is looked up in the cwd, then in example_workflows/."""
     FUNCTION = "load"
 
     def load(self, image):
-        with Image.open(image) as opened:
+        path = Path(image)
+        if not path.exists() and (PACK_ROOT / "example_workflows" / image).exists():
+            path = PACK_ROOT / "example_workflows" / image
+        with Image.open(path) as opened:
             rgba = opened.convert("RGBA")
         pixels = torch.from_numpy(np.asarray(rgba).astype(np.float32) / 255.0)[None]
         return pixels[..., :3], 1.0 - pixels[..., 3]

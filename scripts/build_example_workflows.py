@@ -1,0 +1,194 @@
+"""Write example_workflows/: each graph in ComfyUI's UI format (drag-and-drop, templates), in API format under
+api/ (POST /prompt, scripts/run_workflow.py) and as a .jpg picture of the graph (the template browser's thumbnail).
+
+The graphs are defined once here; widget order comes from the nodes' own INPUT_TYPES, so the two formats agree.
+Run after changing a node's inputs:  python scripts/build_example_workflows.py
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "example_workflows"
+sys.path.insert(0, str(HERE))
+from run_workflow import import_pack  # noqa: E402
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# The two ComfyUI core nodes the examples use, with the inputs and outputs of ComfyUI 0.3.x.
+CORE_NODES = {
+    "SaveImage": {"inputs": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
+                  "outputs": []},
+    "LoadImage": {"inputs": {"required": {"image": (["example.png"], {"image_upload": True})}},
+                  "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")]},
+}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple
+    inputs: dict = field(default_factory=dict)   # name → constant, or (source node id, output slot)
+    title: str = ""
+
+
+def node_schema(class_type: str):
+    if class_type in CORE_NODES:
+        spec = CORE_NODES[class_type]
+        return spec["inputs"], spec["outputs"]
+    cls = import_pack().NODE_CLASS_MAPPINGS[class_type]
+    names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+    return cls.INPUT_TYPES(), list(zip(names, cls.RETURN_TYPES))
+
+
+def ordered_inputs(schema: dict):
+    for section in ("required", "optional"):
+        yield from schema.get(section, {}).items()
+
+
+def is_widget(spec) -> bool:
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def widget_values(node: Node, schema: dict) -> list:
+    """Values in widget order, with the extra control value after a seed and after an upload combo."""
+    values = []
+    for name, spec in ordered_inputs(schema):
+        if not is_widget(spec):
+            continue
+        options = spec[1] if len(spec) > 1 else {}
+        values.append(node.inputs.get(name, options.get("default")))
+        if options.get("control_after_generate") or name in ("seed", "noise_seed"):
+            values.append("fixed")
+        if options.get("image_upload"):
+            values.append("image")
+    return values
+
+
+def api_format(nodes: list[Node]) -> dict:
+    prompt = {}
+    for node in nodes:
+        inputs = {k: [str(v[0]), v[1]] if isinstance(v, tuple) else v for k, v in node.inputs.items()}
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
+    return prompt
+
+
+def ui_format(nodes: list[Node]) -> dict:
+    links, ui_nodes, outgoing = [], [], {}
+    for node in nodes:
+        schema, _ = node_schema(node.type)
+        for slot, (name, spec) in enumerate((n, s) for n, s in ordered_inputs(schema) if not is_widget(s)):
+            source = node.inputs.get(name)
+            if isinstance(source, tuple):
+                link_id = len(links) + 1
+                links.append([link_id, source[0], source[1], node.id, slot, spec[0]])
+                outgoing.setdefault((source[0], source[1]), []).append(link_id)
+    link_of_target = {(l[3], l[4]): l[0] for l in links}
+    for order, node in enumerate(nodes):
+        schema, outputs = node_schema(node.type)
+        sockets = [(n, s) for n, s in ordered_inputs(schema) if not is_widget(s)]
+        ui_nodes.append({
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [320, 60 + 24 * (len(sockets) + 4)],
+            "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": n, "type": s[0], "link": link_of_target.get((node.id, i))} for i, (n, s) in enumerate(sockets)],
+            "outputs": [{"name": n, "type": t, "links": outgoing.get((node.id, i), []), "slot_index": i}
+                        for i, (n, t) in enumerate(outputs)],
+            "title": node.title or node.type,
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": widget_values(node, schema),
+        })
+    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4}
+
+
+def draw_graph(ui: dict, path: Path) -> None:
+    """A picture of the graph: nodes as boxes, links as lines from output to input."""
+    xs = [n["pos"][0] for n in ui["nodes"]]
+    ys = [n["pos"][1] for n in ui["nodes"]]
+    scale, margin = 0.5, 20
+    width = int((max(xs) - min(xs) + 340) * scale) + 2 * margin
+    height = int((max(ys) - min(ys) + 260) * scale) + 2 * margin
+    image = Image.new("RGB", (width, height), (32, 32, 36))
+    draw = ImageDraw.Draw(image)
+    box = {}
+    for n in ui["nodes"]:
+        x0 = margin + (n["pos"][0] - min(xs)) * scale
+        y0 = margin + (n["pos"][1] - min(ys)) * scale
+        box[n["id"]] = (x0, y0, x0 + 160, y0 + 20 + 12 * max(len(n["inputs"]), len(n["outputs"]), 2))
+    for _, src, src_slot, dst, dst_slot, _ in ui["links"]:
+        sx, sy = box[src][2], box[src][1] + 26 + 12 * src_slot
+        dx, dy = box[dst][0], box[dst][1] + 26 + 12 * dst_slot
+        draw.line([(sx, sy), ((sx + dx) / 2, sy), ((sx + dx) / 2, dy), (dx, dy)], fill=(120, 170, 230), width=2)
+    for n in ui["nodes"]:
+        x0, y0, x1, y1 = box[n["id"]]
+        draw.rounded_rectangle((x0, y0, x1, y1), radius=6, fill=(53, 53, 60), outline=(90, 90, 100))
+        draw.rectangle((x0, y0, x1, y0 + 16), fill=(70, 70, 80))
+        draw.text((x0 + 5, y0 + 3), n["title"].replace("Wuerstchen", "W. ")[:26], fill=(230, 230, 230))
+    image.save(path, quality=90)
+
+
+def text_to_image() -> list[Node]:
+    prompt = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
+    return [
+        Node(1, "WuerstchenPriorLoader", (0, 0), {"prior_name": "wuerstchen-prior", "weight_dtype": "auto"}),
+        Node(2, "WuerstchenTextEncoderLoader", (0, 180), {"clip_name": "wuerstchen-prior", "weight_dtype": "auto"},
+             "Prior text encoder (CLIP-bigG)"),
+        Node(3, "WuerstchenTextEncode", (380, 120), {"text_encoder": (2, 0), "text": prompt}, "Prior positive"),
+        Node(4, "WuerstchenTextEncode", (380, 330), {"text_encoder": (2, 0), "text": ""}, "Prior negative"),
+        Node(5, "WuerstchenPriorSampler", (760, 0), {
+            "prior": (1, 0), "positive": (3, 0), "negative": (4, 0), "seed": 42, "steps": 29, "schedule": "reference",
+            "cfg": 4.0, "width": 1024, "height": 1024, "batch_size": 1, "denoise": 1.0}),
+        Node(6, "WuerstchenDecoderLoader", (0, 520), {"decoder_name": "wuerstchen", "weight_dtype": "auto"}),
+        Node(7, "WuerstchenTextEncoderLoader", (0, 700), {"clip_name": "wuerstchen", "weight_dtype": "auto"},
+             "Decoder text encoder (CLIP-ViT-H)"),
+        Node(8, "WuerstchenTextEncode", (380, 640), {"text_encoder": (7, 0), "text": prompt}, "Decoder positive"),
+        Node(9, "WuerstchenDecoderSampler", (1140, 300), {
+            "decoder": (6, 0), "positive": (8, 0), "prior_latent": (5, 0), "seed": 42, "steps": 12, "cfg": 0.0,
+            "denoise": 1.0}),
+        Node(10, "WuerstchenVQGANLoader", (760, 700), {"vqgan_name": "wuerstchen", "weight_dtype": "auto"}),
+        Node(11, "WuerstchenVQDecode", (1520, 300), {"vqgan": (10, 0), "samples": (9, 0)}),
+        Node(12, "SaveImage", (1880, 300), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
+    ]
+
+
+def image_to_image() -> list[Node]:
+    """The decoder re-draws a VQ-encoded image under the prior's guidance; denoise sets how much changes."""
+    nodes = {n.id: n for n in text_to_image()}
+    nodes[5].inputs.update(width=512, height=512)
+    nodes[13] = Node(13, "LoadImage", (760, 900), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 800), {"vqgan": (10, 0), "image": (13, 0)})
+    nodes[9].inputs.update(latent=(14, 0), denoise=0.6)
+    nodes[12].inputs["filename_prefix"] = "wuerstchen_img2img"
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def example_input_image(path: Path, size: int = 512) -> None:
+    """A soft gradient with a circle: small as a PNG, and easy to recognise after image-to-image."""
+    image = Image.linear_gradient("L").resize((size, size)).convert("RGB")
+    image = Image.merge("RGB", (image.getchannel(0), image.rotate(90).getchannel(0), Image.new("L", (size, size), 160)))
+    ImageDraw.Draw(image).ellipse((size // 4, size // 4, 3 * size // 4, 3 * size // 4), fill=(240, 200, 60))
+    image.save(path, optimize=True)
+
+
+WORKFLOWS = {"wuerstchen_text_to_image": text_to_image, "wuerstchen_image_to_image": image_to_image}
+
+
+def main() -> None:
+    (OUT / "api").mkdir(parents=True, exist_ok=True)  # a sub-folder, so ComfyUI lists only UI-format templates
+    for name, build in WORKFLOWS.items():
+        nodes = build()
+        ui = ui_format(nodes)
+        (OUT / f"{name}.json").write_text(json.dumps(ui, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (OUT / "api" / f"{name}.json").write_text(json.dumps(api_format(nodes), indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+        draw_graph(ui, OUT / f"{name}.jpg")
+    example_input_image(OUT / "wuerstchen_example_input.png")
+    print(f"wrote {len(WORKFLOWS)} workflows to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
