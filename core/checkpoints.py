@@ -53,8 +53,8 @@ DIFFUSERS_WEIGHT_FILES = (
 
 # Where training checkpoints keep their weights, preferred first: the EMA weights are the released ones.
 WRAPPER_KEYS = ("ema_state_dict", "state_dict", "model_state_dict", "model", "module", "ema")
-# Added to every key by DataParallel/DDP and by torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Added to every key by DataParallel/DDP ("module.") and by torch.compile ("_orig_mod."), possibly both.
+_WRAPPER_PREFIXES = re.compile(r"^(?:module\.|_orig_mod\.)+")
 
 # Not recoverable from tensor shapes; every released checkpoint uses these.
 RELEASED_HEAD_DIM = 64
@@ -233,8 +233,8 @@ def _torch_load_plain_tensors(file: Path):
 
 
 def _refusal_reason(error: Exception) -> str:
-    match = re.search(r"Unsupported [^.\n]*", _ANSI_ESCAPE.sub("", str(error)))
-    return match.group(0)[:120] if match else "not an allowed type"
+    match = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\.?$)", str(error), flags=re.MULTILINE)
+    return match[1][:120] if match else "not an allowed type"
 
 
 def _unwrap_state_dict(loaded, file_name: str) -> dict[str, torch.Tensor]:
@@ -274,7 +274,8 @@ def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
     for shard_name in shard_names:
         shard_file = index_file.parent / shard_name
         if not shard_file.is_file():
-            raise FileNotFoundError(f"{index_file.name} lists shard {shard_name}, which is missing from {index_file.parent}")
+            raise FileNotFoundError(f"{index_file.name} lists shard {shard_name}, "
+                                    f"which is missing from {index_file.parent}")
         state_dict.update(read_state_dict(shard_file))
     return state_dict
 
@@ -291,9 +292,7 @@ def normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def _strip_wrapper_prefixes(key: str) -> str:
-    while key.startswith(WRAPPER_PREFIXES):
-        key = next(key.removeprefix(prefix) for prefix in WRAPPER_PREFIXES if key.startswith(prefix))
-    return key
+    return _WRAPPER_PREFIXES.sub("", key)
 
 
 def _convert_original_key(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -330,7 +329,10 @@ _LOOKALIKES = (
 
 
 def identify_component(state_dict) -> str:
-    """"prior", "decoder", "vqgan" or "text_encoder", else a short description such as "an SDXL/SD UNet"."""
+    """Which component the keys belong to: prior, decoder, vqgan or text_encoder.
+
+    Anything else gets a short description of what it looks like, such as "an SDXL/SD UNet".
+    """
     keys = {_strip_wrapper_prefixes(key) for key in state_dict}
     if not keys:
         return "an empty checkpoint"
@@ -440,7 +442,9 @@ def _infer_decoder_config(state_dict: dict) -> dict:
     level_config, blocks = zip(*(_repeating_unit(_level_letters(state_dict, i)) for i in range(level_count)))
     effnet_mappers = _tensors_matching(state_dict, r"effnet_mappers\.\d+\.weight")
     timestep_mappers = _tensors_matching(state_dict, r".*\.mapper\.weight")
-    depthwise = _tensors_matching(state_dict, r".*\.depthwise\.weight") or _raise_missing("down_blocks.*.depthwise.weight")
+    depthwise = _tensors_matching(state_dict, r".*\.depthwise\.weight")
+    if not depthwise:
+        raise KeyError("down_blocks.*.depthwise.weight")
     patch_area = RELEASED_PATCH_SIZE ** 2
     return dict(
         c_in=state_dict["embedding.1.weight"].shape[1] // patch_area,
@@ -500,10 +504,6 @@ def _child_indices(state_dict: dict, prefix: str) -> list[int]:
 
 def _tensors_matching(state_dict: dict, pattern: str) -> list[torch.Tensor]:
     return [tensor for key, tensor in state_dict.items() if re.fullmatch(pattern, key)]
-
-
-def _raise_missing(key: str):
-    raise KeyError(key)
 
 
 def _count_keys(state_dict: dict, pattern: str) -> int:
@@ -587,8 +587,11 @@ def _shorten(key: str) -> str:
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an error message (torch's run on for several lines of advice)."""
     text = _ANSI_ESCAPE.sub("", str(error)).strip()
-    return text.splitlines()[0][:150] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    return text.splitlines()[0].split(". ")[0][:150]
 
 
 def _one_line(message: str) -> str:

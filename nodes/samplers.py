@@ -8,7 +8,7 @@ from ..core.validation import check_image_size
 from .comfy_bridge import activate, intermediate_device, step_callback
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
                 "tooltip": "Noise seed. Image i of a batch uses seed + i, so any image can be re-made alone."})
 PRIOR_SCHEDULES = ["reference", "linear"]
 
