@@ -1,5 +1,7 @@
 """One loader per component, so ComfyUI can keep each one in or out of VRAM on its own."""
 
+import torch
+
 from ..core.checkpoints import load_decoder, load_prior, load_vqgan
 from ..core.text_encoder import load_text_encoder
 from .comfy_bridge import list_models, manage, placement, resolve_model
@@ -11,12 +13,20 @@ DTYPE_TOOLTIP = ("Storage dtype of the weights. auto follows ComfyUI (fp32 on CP
 MODEL_LOADERS = {"prior": load_prior, "decoder": load_decoder, "vqgan": load_vqgan}
 
 
+class TextEncoderModule(torch.nn.Module):
+    """A plain module around the transformers model: ModelPatcher assigns ``.device``, a read-only property there."""
+
+    def __init__(self, clip: torch.nn.Module):
+        super().__init__()
+        self.clip = clip
+
+
 def load_component(kind: str, name: str, weight_dtype: str):
     path = resolve_model(name)
     load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
     if kind == "text_encoder":
         encoder = load_text_encoder(path, dtype=storage, device=offload_device)
-        return manage(encoder.model, load_device, offload_device, compute, handle=encoder)
+        return manage(TextEncoderModule(encoder.model), load_device, offload_device, compute, handle=encoder)
     module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
     return manage(module, load_device, offload_device, compute)
 
