@@ -64,7 +64,8 @@ class GlobalResponseNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         agg_norm = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
         stand_div_norm = agg_norm / (agg_norm.mean(dim=-1, keepdim=True) + 1e-6)
-        return cast_like(self.gamma, x) * (x * stand_div_norm) + cast_like(self.beta, x) + x
+        # γ·(x·N) + β + x as one pass over the large tensor: β + x·(1 + γ·N)
+        return torch.addcmul(cast_like(self.beta, x), x, 1 + cast_like(self.gamma, x) * stand_div_norm)
 
 
 class TimestepBlock(nn.Module):
@@ -74,7 +75,7 @@ class TimestepBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, r_embed: torch.Tensor) -> torch.Tensor:
         a, b = self.mapper(r_embed)[:, :, None, None].chunk(2, dim=1)
-        return x * (1 + a) + b
+        return torch.addcmul(b, x, 1 + a)
 
 
 def _channelwise_mlp(c_in: int, c: int, dropout: float, dtype, device, operations) -> nn.Sequential:
@@ -108,7 +109,7 @@ class ResBlock(nn.Module):
 
 
 class ResBlockStageB(nn.Module):
-    """Decoder ResBlock: the skip (level output and/or effnet) joins after the norm, at the first Linear."""
+    """Decoder ResBlock: the skips join after the norm, at the first Linear, in the order [x, level skip, effnet]."""
 
     def __init__(self, c: int, c_skip: int = 0, kernel_size: int = 3, dropout: float = 0.0,
                  *, dtype=None, device=None, operations=nn):
@@ -118,13 +119,44 @@ class ResBlockStageB(nn.Module):
         self.norm = LayerNorm2d()
         self.channelwise = _channelwise_mlp(c + c_skip, c, dropout, dtype, device, operations)
 
-    def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None,
+                effnet: "EffnetSkip | None" = None) -> torch.Tensor:
         x_res = x
-        x = self.norm(self.depthwise(x))
+        h = self.norm(self.depthwise(x))
         if x_skip is not None:
-            x = torch.cat([x, x_skip], dim=1)
-        x = self.channelwise(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return x + x_res
+            h = torch.cat([h, x_skip], dim=1)
+        h = h.permute(0, 2, 3, 1)
+        if effnet is None:
+            h = self.channelwise[0](h)
+        else:
+            h = effnet.first_linear(self.channelwise[0], h)
+        for layer in self.channelwise[1:]:
+            h = layer(h)
+        return h.permute(0, 3, 1, 2) + x_res
+
+
+class EffnetSkip:
+    """The effnet skip of a decoder level, kept at its 16 input channels.
+
+    The reference maps the resized effnet to c_cond (1024) channels with a 1×1 conv and concatenates that to every
+    C block's first Linear. Both maps are linear per pixel, so we fold the conv into the Linear's effnet columns:
+    W_e·(M·e + b_M) = (W_e·M)·e + W_e·b_M. That turns a (4c × 1024) matmul per pixel into a (4c × 16) one.
+    """
+
+    def __init__(self, resized: torch.Tensor, mapper: nn.Module):
+        self.pixels = resized.permute(0, 2, 3, 1)  # (B, H, W, 16)
+        self.mapper = mapper
+
+    def first_linear(self, linear: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        weight, bias = cast_like(linear.weight, h), cast_like(linear.bias, h)
+        own = h.shape[-1]
+        map_weight = cast_like(self.mapper.weight, h).flatten(1)  # (c_cond, 16)
+        map_bias = cast_like(self.mapper.bias, h)
+        effnet_weight = weight[:, own:]
+        folded_weight = effnet_weight @ map_weight
+        folded_bias = torch.addmv(bias, effnet_weight, map_bias)
+        out = F.linear(h, weight[:, :own], folded_bias)
+        return out.add_(F.linear(self.pixels, folded_weight))
 
 
 class Attention(nn.Module):

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import AttnBlock, LayerNorm2d, ResBlockStageB, TimestepBlock, timestep_embedding
+from .blocks import AttnBlock, EffnetSkip, LayerNorm2d, ResBlockStageB, TimestepBlock, timestep_embedding
 
 
 def _make_block(letter: str, c: int, c_cond: int, c_r: int, nhead: int, c_skip: int, kernel_size: int,
@@ -87,21 +87,18 @@ class StageBDecoder(nn.Module):
             nn.PixelShuffle(patch_size),
         )
 
-    def _effnet_features(self, mapper: nn.Module | None, effnet: torch.Tensor, x: torch.Tensor):
+    def _effnet_skip(self, mapper: nn.Module | None, effnet: torch.Tensor, x: torch.Tensor) -> EffnetSkip | None:
         """Effnet resampled to this level's size; the bicubic-antialias resampling runs in fp32 on purpose."""
         if mapper is None:
             return None
         resized = F.interpolate(effnet.float(), size=x.shape[-2:], mode="bicubic", antialias=True, align_corners=True)
-        return mapper(resized.to(effnet.dtype))
+        return EffnetSkip(resized.to(effnet.dtype).contiguous(memory_format=torch.channels_last), mapper)
 
-    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet_c, level_skip=None):
+    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet_skip, level_skip=None):
         for block in level:
             if isinstance(block, ResBlockStageB):
-                skip = effnet_c
-                if level_skip is not None:
-                    skip = level_skip if effnet_c is None else torch.cat([level_skip, effnet_c], dim=1)
-                    level_skip = None
-                x = block(x, skip)
+                x = block(x, level_skip, effnet_skip)
+                level_skip = None
             elif isinstance(block, AttnBlock):
                 x = block(x, clip)
             elif isinstance(block, TimestepBlock):
@@ -117,24 +114,25 @@ class StageBDecoder(nn.Module):
         if clip is not None:
             clip = F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6)
         x_in = x
-        x = self.embedding(x)
+        # Channels-last keeps every NCHW ↔ NHWC permute in the blocks a free view.
+        x = self.embedding(x.contiguous(memory_format=torch.channels_last))
 
         level_outputs = []
         for i, level in enumerate(self.down_blocks):
             if i > 0:
                 x = level[0](x)
                 level = level[1:]
-            x = self._run_level(level, x, r_embed, clip, self._effnet_features(self.effnet_mappers[i], effnet, x))
+            x = self._run_level(level, x, r_embed, clip, self._effnet_skip(self.effnet_mappers[i], effnet, x))
             level_outputs.insert(0, x)
 
         x = level_outputs[0]
         n_levels = len(self.down_blocks)
         for k, level in enumerate(self.up_blocks):
-            effnet_c = self._effnet_features(self.effnet_mappers[n_levels + k], effnet, x)
+            effnet_skip = self._effnet_skip(self.effnet_mappers[n_levels + k], effnet, x)
             level_skip = level_outputs[k] if k > 0 else None
             upscaler = level[-1] if k < n_levels - 1 else None
             blocks = level[:-1] if upscaler is not None else level
-            x = self._run_level(blocks, x, r_embed, clip, effnet_c, level_skip)
+            x = self._run_level(blocks, x, r_embed, clip, effnet_skip, level_skip)
             if upscaler is not None:
                 x = upscaler(x)
 

@@ -31,7 +31,7 @@ class StageCPrior(nn.Module):
     def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)."""
         x_in = x
-        x = self.projection(x)
+        x = self.projection(x.contiguous(memory_format=torch.channels_last))
         c_embed = self.cond_mapper(c)
         r_embed = timestep_embedding(r, self.c_r)
         for block in self.blocks:

@@ -102,10 +102,10 @@ class PaellaVQ(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB (B,3,H,W) in [0,1] → raw, unscaled, unquantised latents (B,4,H/4,W/4)."""
-        return self.down_blocks(self.in_block(images))
+        return self.down_blocks(self.in_block(images.contiguous(memory_format=torch.channels_last)))
 
     def decode(self, latents: torch.Tensor, quantize: bool = False) -> torch.Tensor:
         """Raw latents → RGB (B,3,4H,4W), nominally in [0,1] (not clamped here)."""
         if quantize:
             latents = self.vquantizer(latents)
-        return self.out_block(self.up_blocks(latents))
+        return self.out_block(self.up_blocks(latents.contiguous(memory_format=torch.channels_last)))

@@ -1,0 +1,302 @@
+"""Side-by-side benchmark: this pack's engine vs diffusers' Würstchen pipelines, identical weights and seed.
+
+    python benchmarks/benchmark.py                                   # CPU, fp32, mid-size models, 512×512
+    python benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --size 1024
+    python benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --ours-modes eager,compiled,lowvram
+
+Prints a markdown table: per-stage seconds (median of --repeats after a warm-up), total, peak memory, the largest
+absolute difference of the final image from diffusers' (and from our fp32 run when --dtype is not fp32), FLOPs
+and, with --matmul-rate, the fraction of the measured matmul rate. Random weights: nothing is downloaded.
+diffusers is the reference here only; the pack never imports it.
+"""
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from core import (DEFAULT_STAGE_C_TIMESTEPS, PaellaVQ, StageBDecoder, StageCPrior, sample_decoder,  # noqa: E402
+                  sample_prior, vq_decode)
+from core.compile import compile_denoisers  # noqa: E402
+from tiny import randomize_  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RELEASED = dict(
+    prior=dict(c_in=16, c=1536, c_cond=1280, c_r=64, depth=32, nhead=24),
+    decoder=dict(),  # the constructor defaults are the released decoder
+    vqgan=dict(),
+    prior_text_width=1280, decoder_text_width=1024)
+MID = dict(
+    prior=dict(c_in=16, c=512, c_cond=256, c_r=64, depth=8, nhead=8),
+    decoder=dict(c_cond=256, clip_embd=256, c_hidden=[64, 128, 256, 256], nhead=[-1, 2, 4, 4], blocks=[2, 2, 4, 2]),
+    vqgan=dict(embed_dim=96, bottleneck_blocks=4),
+    prior_text_width=256, decoder_text_width=256)
+PROMPT = "a photo of a red fox in the snow"
+
+
+class StubTokenizer:
+    """Deterministic stand-in for the CLIP tokenizer (the text encoder is not what is measured)."""
+    model_max_length = 77
+
+    def __call__(self, text, padding=None, max_length=None, truncation=None, return_tensors=None):
+        texts = [text] if isinstance(text, str) else list(text)
+        rows = [[0] + [3 + (ord(ch) % 900) for ch in t][:75] + [2] for t in texts]
+        length = max_length if padding == "max_length" else max(len(r) for r in rows)
+        return types.SimpleNamespace(
+            input_ids=torch.tensor([r + [1] * (length - len(r)) for r in rows]),
+            attention_mask=torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows]))
+
+    def batch_decode(self, ids):
+        return ["" for _ in ids]
+
+
+def one_layer_clip(width: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    torch.manual_seed(0)
+    return CLIPTextModel(CLIPTextConfig(hidden_size=width, intermediate_size=width, num_attention_heads=max(1, width // 64),
+                                       num_hidden_layers=1, vocab_size=1000, bos_token_id=0, eos_token_id=2,
+                                       pad_token_id=1)).eval()
+
+
+def build_models(config: dict, released: bool):
+    """diffusers models with random weights (output layers tamed so sampling stays finite) and our twins."""
+    from diffusers.pipelines.deprecated.wuerstchen import PaellaVQModel, WuerstchenDiffNeXt, WuerstchenPrior
+    torch.manual_seed(0)
+    reference = dict(prior=WuerstchenPrior(**config["prior"]), decoder=WuerstchenDiffNeXt(**config["decoder"]),
+                     vqgan=PaellaVQModel(**config["vqgan"]))
+    with torch.no_grad():
+        if not released:  # released-size models keep PyTorch's init: randomising 2 B parameters takes long
+            for seed, model in enumerate(reference.values()):
+                randomize_(model, seed)
+        reference["prior"].out[1].weight.mul_(0.05)
+        reference["prior"].out[1].bias.zero_()
+        reference["decoder"].clf[1].weight.normal_(0, 0.02)
+        half = reference["decoder"].clf[1].bias.shape[0] // 2
+        reference["decoder"].clf[1].bias.copy_(torch.cat([torch.zeros(half), torch.full((half,), 5.0)]))
+    ours = {}
+    for name, cls in (("prior", StageCPrior), ("decoder", StageBDecoder), ("vqgan", PaellaVQ)):
+        ours[name] = cls(**config[name], device="meta").eval()
+        ours[name].load_state_dict(reference[name].state_dict(), assign=True)
+        reference[name].eval().requires_grad_(False)
+        ours[name].requires_grad_(False)
+    return reference, ours
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+class Run:
+    """One system's stage timings over repeats, its peak memory and final images."""
+
+    def __init__(self, name):
+        self.name, self.prior, self.decoder, self.peak, self.images, self.warmup = name, [], [], None, None, None
+
+    def row(self, flops, matmul_rate, reference_images, fp32_images):
+        prior, decoder = statistics.median(self.prior), statistics.median(self.decoder)
+        total = prior + decoder
+        cells = [self.name, f"{prior:.3f}", f"{decoder:.3f}", f"{total:.3f}",
+                 f"{self.peak / 2**30:.2f} GiB" if self.peak is not None else "–",
+                 f"{(self.images - reference_images).abs().max().item():.1e}" if reference_images is not None else "–",
+                 f"{(self.images - fp32_images).abs().max().item():.1e}" if fp32_images is not None else "–",
+                 f"{flops / total / 1e12:.2f}" if flops else "–",
+                 f"{flops / total / matmul_rate:.1%}" if flops and matmul_rate else "–",
+                 f"{self.warmup:.1f} s" if self.warmup is not None else "–"]
+        return "| " + " | ".join(cells) + " |"
+
+
+def run_system(name, generate, args, device):
+    run = Run(name)
+    _, run.warmup = timed(lambda: generate(run, warmup=True), device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.repeats):
+        run.images = generate(run, warmup=False)
+    if device.type == "cuda":
+        run.peak = torch.cuda.max_memory_allocated()
+    return run
+
+
+def diffusers_generate(reference, encoders, args, device, dtype, mode):
+    from diffusers import DDPMWuerstchenScheduler, WuerstchenDecoderPipeline, WuerstchenPriorPipeline
+    models = {k: copy.deepcopy(v).to(dtype) for k, v in reference.items()}
+    prior_pipe = WuerstchenPriorPipeline(tokenizer=StubTokenizer(), text_encoder=encoders[0].to(dtype),
+                                         prior=models["prior"], scheduler=DDPMWuerstchenScheduler())
+    decoder_pipe = WuerstchenDecoderPipeline(tokenizer=StubTokenizer(), text_encoder=encoders[1].to(dtype),
+                                             decoder=models["decoder"], scheduler=DDPMWuerstchenScheduler(),
+                                             vqgan=models["vqgan"])
+    for pipe in (prior_pipe, decoder_pipe):
+        pipe.set_progress_bar_config(disable=True)
+        if mode == "offload":
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+    if mode == "compiled":
+        prior_pipe.prior = torch.compile(prior_pipe.prior, mode="reduce-overhead", fullgraph=True)
+        decoder_pipe.decoder = torch.compile(decoder_pipe.decoder, mode="reduce-overhead", fullgraph=True)
+
+    @torch.no_grad()
+    def generate(run, warmup):
+        generator = torch.Generator().manual_seed(args.seed)
+        embeddings, seconds = timed(lambda: prior_pipe(
+            PROMPT, height=args.size, width=args.size, timesteps=DEFAULT_STAGE_C_TIMESTEPS, guidance_scale=4.0,
+            num_images_per_prompt=args.batch, generator=generator, output_type="pt").image_embeddings, device)
+        images, seconds_b = timed(lambda: decoder_pipe(
+            embeddings, prompt=PROMPT, num_inference_steps=12, guidance_scale=0.0, generator=generator,
+            output_type="pt").images, device)
+        if not warmup:
+            run.prior.append(seconds)
+            run.decoder.append(seconds_b)
+        return images.float().cpu()
+    return generate
+
+
+def ours_generate(ours, encoders, args, device, dtype, mode):
+    resident = mode != "lowvram"
+    models = {k: copy.deepcopy(v).to(dtype=dtype, device=device if resident else "cpu") for k, v in ours.items()}
+    if mode == "compiled":
+        compile_denoisers(models["prior"], models["decoder"])
+    prior_te, decoder_te = (e.to(dtype=dtype, device=device) for e in encoders)
+    tokens = StubTokenizer()
+
+    def encode(model, text):
+        ids = tokens(text, padding="max_length", max_length=77)
+        return model(ids.input_ids.to(device), attention_mask=ids.attention_mask.to(device)).last_hidden_state
+
+    def staged(name, fn):
+        """Low-VRAM: the stage comes onto the device only while it runs, as ComfyUI does on a small card."""
+        model = models[name]
+        if not resident:
+            model.to(device)
+        out = fn(model)
+        if not resident:
+            model.to("cpu")
+        return out
+
+    @torch.no_grad()
+    def generate(run, warmup):
+        generator = torch.Generator().manual_seed(args.seed)
+
+        def stage_c():
+            cond, uncond = encode(prior_te, [PROMPT]), encode(prior_te, [""])
+            return staged("prior", lambda m: sample_prior(
+                m, cond, uncond, width=args.size, height=args.size, batch_size=args.batch,
+                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, dtype=dtype))
+
+        def stage_b(embeddings):
+            cond = encode(decoder_te, [PROMPT])
+            latents = staged("decoder", lambda m: sample_decoder(m, embeddings, cond, steps=12, cfg=0.0,
+                                                                 generator=generator, device=device, dtype=dtype))
+            return staged("vqgan", lambda m: vq_decode(m, latents, device=device, dtype=dtype))
+
+        embeddings, seconds = timed(stage_c, device)
+        images, seconds_b = timed(lambda: stage_b(embeddings), device)
+        if not warmup:
+            run.prior.append(seconds)
+            run.decoder.append(seconds_b)
+        return images.float().cpu()
+    return generate
+
+
+def count_flops(ours, encoders, args, dtype) -> float:
+    """FLOPs of one image: 29 prior calls (CFG batch 2), 12 decoder calls and one VQ decode, on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    h = -(-args.size * 100 // 4267)
+    latent = int(h * 10.67)
+    counter = FlopCounterMode(display=False)
+    meta = {k: copy.deepcopy(v).to("meta") for k, v in ours.items()}
+    with counter, torch.no_grad():
+        meta["prior"](torch.zeros(2, 16, h, h, device="meta"), torch.zeros(2, device="meta"),
+                      torch.zeros(2, 77, meta["prior"].c_cond, device="meta"))
+    prior_flops = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta["decoder"](torch.zeros(1, 4, latent, latent, device="meta"), torch.zeros(1, device="meta"),
+                        torch.zeros(1, 16, h, h, device="meta"), torch.zeros(1, 77, meta["decoder"].clip_embd, device="meta"))
+    decoder_flops = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta["vqgan"].decode(torch.zeros(1, 4, latent, latent, device="meta"))
+    return (29 * prior_flops + 12 * decoder_flops + counter.get_total_flops()) * args.batch
+
+
+def matmul_rate(device, dtype) -> float:
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _, seconds = timed(lambda: [a @ b for _ in range(5)], device)
+    return 5 * 2 * n ** 3 / seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (multiple of 128)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--released-sizes", action="store_true", help="the released model sizes (about 2 B params)")
+    parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, lowvram")
+    parser.add_argument("--diffusers-modes", default="eager", help="comma list of eager, compiled, offload, none")
+    parser.add_argument("--matmul-rate", action="store_true", help="measure the matmul rate for the efficiency column")
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.set_grad_enabled(False)
+
+    config = RELEASED if args.released_sizes else MID
+    reference, ours = build_models(config, args.released_sizes)
+    encoders = (one_layer_clip(config["prior_text_width"]), one_layer_clip(config["decoder_text_width"]))
+    flops = count_flops(ours, encoders, args, dtype)
+    rate = matmul_rate(device, dtype) if args.matmul_rate else None
+
+    runs = []
+    for mode in [m for m in args.diffusers_modes.split(",") if m and m != "none"]:
+        runs.append(run_system(f"diffusers {mode}", diffusers_generate(reference, encoders, args, device, dtype, mode),
+                               args, device))
+    fp32_images = None
+    if dtype != torch.float32:
+        fp32_images = run_system("ours fp32", ours_generate(ours, encoders, args, device, torch.float32, "eager"),
+                                 types.SimpleNamespace(**{**vars(args), "repeats": 1}), device).images
+    for mode in args.ours_modes.split(","):
+        runs.append(run_system(f"ours {mode}", ours_generate(ours, encoders, args, device, dtype, mode), args, device))
+
+    reference_images = runs[0].images if runs[0].name.startswith("diffusers") else None
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"\n{'released' if args.released_sizes else 'mid-size'} models, {args.size}×{args.size}, batch {args.batch}, "
+          f"{args.dtype}, {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+          f"prior 29-step reference schedule cfg 4, decoder 12 steps cfg 0, median of {args.repeats}")
+    print(f"work per run: {flops / 1e12:.2f} TFLOP" + (f"; measured matmul rate {rate / 1e12:.1f} TFLOP/s" if rate else ""))
+    print("\n| system | prior s | decoder + VQ s | total s | peak memory | max |Δ| vs diffusers | max |Δ| vs ours fp32 "
+          "| TFLOP/s | of matmul rate | first call |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        print(run.row(flops, rate, reference_images, fp32_images))
+    if reference_images is not None:
+        for run in runs[1:]:
+            speedup = (statistics.median(runs[0].prior) + statistics.median(runs[0].decoder)) / \
+                      (statistics.median(run.prior) + statistics.median(run.decoder))
+            print(f"{run.name}: {speedup:.2f}× {runs[0].name}")
+
+
+if __name__ == "__main__":
+    main()
