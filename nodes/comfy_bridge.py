@@ -97,13 +97,15 @@ def resolve_model(name: str) -> Path:
 class ManagedModel:
     """A loaded stage: ComfyUI's ModelPatcher inside ComfyUI, the bare module outside.
 
-    ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it.
+    ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it. ``full_load`` marks
+    models whose layers ComfyUI cannot stream (transformers'), so a low-VRAM load must not split them.
     """
     patcher: object
     module: torch.nn.Module
     load_device: torch.device
     compute_dtype: torch.dtype
     handle: object = None
+    full_load: bool = False
 
 
 def placement(kind: str, weight_dtype: str, param_count: int = 0):
@@ -124,27 +126,30 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
         supported = [torch.bfloat16, torch.float32] if kind == "prior" else [torch.bfloat16, torch.float16, torch.float32]
         auto = mm.unet_dtype(load, param_count, supported)
     storage = DTYPES.get(weight_dtype, auto)
-    if kind in ("prior", "decoder"):
-        compute = mm.unet_manual_cast(storage, load) or storage
-        operations = comfy.ops.pick_operations(storage, compute if compute != storage else None)
-    else:
-        compute, operations = storage, torch.nn
+    if kind == "text_encoder":  # transformers' layers, computed in their storage dtype
+        return load, offload, storage, storage, torch.nn
+    compute = (mm.unet_manual_cast(storage, load) if kind != "vqgan" else None) or storage
+    # ComfyUI's layer classes, so a partial (low-VRAM) load can stream weights that did not fit.
+    operations = comfy.ops.pick_operations(storage, compute if compute != storage else None)
     return load, offload, storage, compute, operations
 
 
-def manage(module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None) -> ManagedModel:
+def manage(module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None,
+           full_load: bool = False) -> ManagedModel:
     patcher = module
     if IN_COMFYUI:
         patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
-    return ManagedModel(patcher, module, torch.device(load_device), compute_dtype, handle or module)
+    return ManagedModel(patcher, module, torch.device(load_device), compute_dtype, handle or module, full_load)
 
 
-def activate(model: ManagedModel):
-    """Make the stage resident on its load device (ComfyUI may unload other models to make room); returns its handle."""
+def activate(model: ManagedModel, memory_required: int = 0):
+    """Make the stage resident on its load device, with ``memory_required`` bytes free beside it for activations
+    (ComfyUI may unload other models to make room); returns the handle nodes call."""
     if not isinstance(model, ManagedModel):
         raise ValueError(f"expected a model from a Würstchen loader node, got {type(model).__name__}")
     if IN_COMFYUI:
-        model_management.load_models_gpu([model.patcher])
+        model_management.load_models_gpu([model.patcher], memory_required=memory_required,
+                                         force_full_load=model.full_load)
     else:
         model.module.to(model.load_device)
     return model.handle
@@ -161,23 +166,26 @@ def check_interrupted() -> None:
         model_management.throw_exception_if_processing_interrupted()
 
 
-def _previews_enabled() -> bool:
+def _preview_size() -> int | None:
+    """The server's --preview-method / --preview-size: the preview's longest side, or None when previews are off."""
     try:
         from comfy.cli_args import LatentPreviewMethod, args
-        return args.preview_method != LatentPreviewMethod.NoPreviews
+        if args.preview_method == LatentPreviewMethod.NoPreviews:
+            return None
+        return getattr(args, "preview_size", 512)
     except (ImportError, AttributeError):
-        return False
+        return None
 
 
 def step_callback(total_steps: int, make_preview=None):
     """A sampler callback that checks Cancel, advances ComfyUI's progress bar and sends a preview."""
     bar = comfy.utils.ProgressBar(total_steps) if IN_COMFYUI else None
-    previews = make_preview is not None and _previews_enabled()
+    preview_size = _preview_size() if make_preview is not None and bar is not None else None
 
     def callback(step: int, total: int, latents: torch.Tensor) -> None:
         check_interrupted()
         if bar is not None:
-            preview = ("JPEG", make_preview(latents), 512) if previews else None
+            preview = ("JPEG", make_preview(latents), preview_size) if preview_size is not None else None
             bar.update_absolute(step + 1, total, preview)
 
     return callback

@@ -11,6 +11,8 @@ from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_la
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
                 "tooltip": "Noise seed. Image i of a batch uses seed + i, so any image can be re-made alone."})
 PRIOR_SCHEDULES = ["reference", "linear"]
+# Rough activation bytes per latent pixel and image (fp16/bf16, CFG included), for ComfyUI's memory planning.
+PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 200_000, 12_000
 
 
 def _size_errors(**sizes) -> str | bool:
@@ -75,7 +77,8 @@ class WuerstchenPriorSampler:
         uncond = conditioning_states(negative, "negative")
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
-        model = activate(prior)
+        pixels = cond.shape[0] * batch_size * (width // 42) * (height // 42)
+        model = activate(prior, memory_required=pixels * PRIOR_BYTES_PER_PIXEL)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
             generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, strength=denoise,
@@ -119,7 +122,8 @@ class WuerstchenDecoderSampler:
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
-        model = activate(decoder)
+        pixels = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3] * 114  # 10.67² latent pixels each
+        model = activate(decoder, memory_required=pixels * DECODER_BYTES_PER_PIXEL)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
             generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, strength=denoise,

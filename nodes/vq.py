@@ -23,7 +23,8 @@ class WuerstchenVQDecode:
 
     def decode(self, vqgan, samples):
         latents = latent_samples(samples, "B", "samples")
-        model = activate(vqgan)
+        # One image at a time: its largest activation is (H/2)·(W/2)·768 channels, ×3 live copies, 4 bytes.
+        model = activate(vqgan, memory_required=latents.shape[2] * latents.shape[3] * 4 * 768 * 3 * 4)
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()

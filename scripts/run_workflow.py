@@ -1,7 +1,7 @@
 """Run an API-format workflow of this pack's nodes in-process: no ComfyUI server, no browser.
 
-    python scripts/run_workflow.py example_workflows/text_to_image_api.json --prompt "a cat" --seed 1 --output out
-    python scripts/run_workflow.py example_workflows/text_to_image_api.json --demo   # tiny random models: noise
+    python scripts/run_workflow.py example_workflows/api/wuerstchen_text_to_image.json --prompt "a cat" --seed 1 --output out
+    python scripts/run_workflow.py example_workflows/api/wuerstchen_text_to_image.json --demo   # tiny random models: noise
 
 Models are looked up in the folders named by WUERSTCHEN_MODEL_DIRS (os.pathsep-separated). SaveImage,
 PreviewImage and LoadImage work without ComfyUI through small stand-ins with the same inputs and outputs.

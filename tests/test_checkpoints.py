@@ -55,7 +55,9 @@ def assert_same_model(component: str, loaded: torch.nn.Module, source: torch.nn.
     actual = loaded.state_dict()
     assert list(actual) == list(expected)
     assert all(torch.equal(actual[key], expected[key]) for key in expected)
-    torch.testing.assert_close(run_forward(component, loaded), run_forward(component, source), rtol=0, atol=0)
+    # Weights are equal bit for bit (above); the forward may differ in the last bits because BLAS kernels pick their
+    # summation order by the memory alignment of the weights, which differs between a file and a fresh model.
+    torch.testing.assert_close(run_forward(component, loaded), run_forward(component, source), rtol=1e-5, atol=1e-5)
 
 
 def one_line_message(error_info) -> str:
