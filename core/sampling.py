@@ -57,11 +57,23 @@ def _model_dtype_device(model: torch.nn.Module, dtype, device):
     return dtype or param.dtype, torch.device(device) if device is not None else param.device
 
 
-def _repeat_for_batch(name: str, cond: torch.Tensor, batch: int) -> torch.Tensor:
+def _repeat_for_batch(name: str, cond: torch.Tensor, batch: int, rows: str = "prompts") -> torch.Tensor:
     """Prompt rows repeat in order [p0, p0, …, p1, p1, …] to fill the image batch."""
     if batch % cond.shape[0] != 0:
-        raise ValueError(f"{name} has {cond.shape[0]} prompts, which does not divide the batch of {batch} images")
+        raise ValueError(f"{name} has {cond.shape[0]} {rows}, which does not divide the batch of {batch} images")
     return cond.repeat_interleave(batch // cond.shape[0], dim=0)
+
+
+def _check_uncond(uncond, cfg: float) -> None:
+    if uncond is None:
+        raise ValueError(f"cfg={cfg:g} (> 1) needs negative conditioning; encode an empty prompt for the reference's, "
+                         f"or use cfg <= 1")
+
+
+def _check_needs_init(strength: float) -> None:
+    if strength < 1.0:
+        raise ValueError(f"denoise/strength={strength:g} (< 1) needs an init latent to start from; "
+                         f"connect one or use 1.0")
 
 
 def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) -> torch.Tensor:
@@ -108,32 +120,30 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
     check_positive_int("batch_size", batch_size)
     cfg, strength = check_cfg(cfg), check_strength(strength)
     dtype, device = _model_dtype_device(prior, dtype, device)
-    c_cond = prior.c_cond
-    hint = "the prior's text encoder, CLIP-bigG, for the released model"
-    check_conditioning("prior positive conditioning", cond, c_cond, hint)
-    size = stage_c_size(height, width)
-    batch = cond.shape[0] * batch_size
-    shape = (batch, prior.c_in, *size)
-    if init_latent is not None:
-        check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
-        init_latent = (_repeat_for_batch("prior init latent", init_latent, batch) + LATENT_STD) / LATENT_MEAN
-        if strength == 0.0:
-            return init_latent * LATENT_MEAN - LATENT_STD
-    elif strength < 1.0:
-        raise ValueError("denoise/strength < 1 needs an init latent to start from; connect one or use 1.0")
-
-    text = cond.repeat_interleave(batch_size, dim=0)
-    if cfg > 1.0:
-        if uncond is None:
-            raise ValueError("cfg > 1 needs negative conditioning (encode an empty prompt for the reference's)")
-        check_conditioning("prior negative conditioning", uncond, c_cond, hint)
-        text = torch.cat([text, _repeat_for_batch("prior negative conditioning", uncond, batch)])
-    text = text.to(device=device, dtype=dtype)
-
-    scheduler = scheduler or DDPMWuerstchenScheduler()
     if steps is None and timesteps is None:
         steps = 60
     grid = timestep_grid(steps, timesteps, strength, device=device)
+    hint = "the prior's text encoder, CLIP-bigG, for the released model"
+    check_conditioning("prior positive conditioning", cond, prior.c_cond, hint)
+    size = stage_c_size(height, width)
+    batch = cond.shape[0] * batch_size
+    shape = (batch, prior.c_in, *size)
+    text = cond.repeat_interleave(batch_size, dim=0)
+    if cfg > 1.0:
+        _check_uncond(uncond, cfg)
+        check_conditioning("prior negative conditioning", uncond, prior.c_cond, hint)
+        text = torch.cat([text, _repeat_for_batch("prior negative conditioning", uncond, batch)])
+    text = text.to(device=device, dtype=dtype)
+    if init_latent is not None:
+        check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
+        init_latent = _repeat_for_batch("prior init latent", init_latent, batch, "latents")
+        if strength == 0.0:
+            return init_latent.clone()
+        init_latent = (init_latent + LATENT_STD) / LATENT_MEAN
+    else:
+        _check_needs_init(strength)
+
+    scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     latents = _denoise_loop(lambda x, r: prior(x, r, text), latents, grid, cfg, generator, callback, scheduler)
     return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
@@ -158,6 +168,7 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
         shape = tuple(image_embeddings.shape) if isinstance(image_embeddings, torch.Tensor) else type(image_embeddings).__name__
         raise ValueError(f"decoder image embeddings must be a Stage C latent of shape (batch, {decoder.effnet_embd}, h, w), "
                          f"got {shape}")
+    grid = timestep_grid(steps if timesteps is None else None, timesteps, strength, device=device)
     hint = "the decoder's text encoder, CLIP-ViT-H, for the released model"
     check_conditioning("decoder positive conditioning", cond, decoder.clip_embd, hint)
     batch = image_embeddings.shape[0]
@@ -167,26 +178,23 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
                          f"which the decoder cannot take (sides must be multiples of 16); "
                          f"generate the prior at a multiple of 128 pixels")
     shape = (batch, decoder.c_in, *size)
-    if init_latent is not None:
-        check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
-        init_latent = _repeat_for_batch("decoder init latent", init_latent, batch)
-        if strength == 0.0:
-            return init_latent.clone()
-    elif strength < 1.0:
-        raise ValueError("denoise/strength < 1 needs an init latent to start from; connect one or use 1.0")
-
     effnet = image_embeddings.to(device=device, dtype=dtype)
     text = _repeat_for_batch("decoder positive conditioning", cond, batch)
     if cfg > 1.0:
-        if uncond is None:
-            raise ValueError("cfg > 1 needs negative conditioning (encode an empty prompt for the reference's)")
+        _check_uncond(uncond, cfg)
         check_conditioning("decoder negative conditioning", uncond, decoder.clip_embd, hint)
         text = torch.cat([text, _repeat_for_batch("decoder negative conditioning", uncond, batch)])
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
     text = text.to(device=device, dtype=dtype)
+    if init_latent is not None:
+        check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
+        init_latent = _repeat_for_batch("decoder init latent", init_latent, batch, "latents")
+        if strength == 0.0:
+            return init_latent.clone()
+    else:
+        _check_needs_init(strength)
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
-    grid = timestep_grid(steps if timesteps is None else None, timesteps, strength, device=device)
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     latents = _denoise_loop(lambda x, r: decoder(x, r, effnet, text), latents, grid, cfg, generator, callback,
                             scheduler)

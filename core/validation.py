@@ -30,8 +30,8 @@ def check_positive_int(name: str, value) -> None:
 
 
 def check_cfg(cfg) -> float:
-    if not isinstance(cfg, (int, float)) or isinstance(cfg, bool) or math.isnan(cfg) or cfg < 0:
-        raise ValueError(f"cfg must be a number >= 0, got {cfg!r}")
+    if not isinstance(cfg, (int, float)) or isinstance(cfg, bool) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg must be a finite number >= 0, got {cfg!r}")
     return float(cfg)
 
 
