@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import AttnBlock, EffnetSkip, LayerNorm2d, ResBlockStageB, TimestepBlock, timestep_embedding
+from .blocks import (AttnBlock, ConditioningCache, EffnetSkip, LayerNorm2d, ResBlockStageB, TimestepBlock,
+                     cache_conditioning, timestep_embedding)
 
 
 def _make_block(letter: str, c: int, c_cond: int, c_r: int, nhead: int, c_skip: int, kernel_size: int,
@@ -100,19 +101,24 @@ class StageBDecoder(nn.Module):
                 x = block(x, level_skip, effnet_skip)
                 level_skip = None
             elif isinstance(block, AttnBlock):
-                x = block(x, clip)
+                x = block(x, clip[block])
             elif isinstance(block, TimestepBlock):
                 x = block(x, r_embed)
             else:
                 x = block(x)
         return x
 
-    def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor, clip: torch.Tensor | None = None,
-                eps: float = 1e-3) -> torch.Tensor:
-        """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states (B,77,clip_embd)."""
+    def cache_conditioning(self, clip: torch.Tensor) -> ConditioningCache:
+        """What ``forward`` needs of the text states ``clip``, computed once for all steps of a run."""
+        return cache_conditioning(self, F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6))
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor,
+                clip: torch.Tensor | ConditioningCache | None = None, eps: float = 1e-3) -> torch.Tensor:
+        """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states
+        (B,77,clip_embd) or their ``cache_conditioning``."""
         r_embed = timestep_embedding(r, self.c_r)
-        if clip is not None:
-            clip = F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6)
+        if clip is not None and not isinstance(clip, ConditioningCache):
+            clip = self.cache_conditioning(clip)
         x_in = x
         # Channels-last keeps every NCHW ↔ NHWC permute in the blocks a free view.
         x = self.embedding(x.contiguous(memory_format=torch.channels_last))

@@ -3,7 +3,8 @@
 import torch
 import torch.nn as nn
 
-from .blocks import AttnBlock, LayerNorm2d, ResBlock, TimestepBlock, timestep_embedding
+from .blocks import (AttnBlock, ConditioningCache, LayerNorm2d, ResBlock, TimestepBlock, cache_conditioning,
+                     timestep_embedding)
 
 
 class StageCPrior(nn.Module):
@@ -28,15 +29,20 @@ class StageCPrior(nn.Module):
             self.blocks.append(AttnBlock(c, c, nhead, dropout=dropout, **make))
         self.out = nn.Sequential(LayerNorm2d(), operations.Conv2d(c, c_in * 2, kernel_size=1, dtype=dtype, device=device))
 
-    def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)."""
+    def cache_conditioning(self, c: torch.Tensor) -> ConditioningCache:
+        """What ``forward`` needs of the text states ``c``, computed once for all steps of a run."""
+        return cache_conditioning(self, self.cond_mapper(c))
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor | ConditioningCache) -> torch.Tensor:
+        """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)
+        or their ``cache_conditioning``."""
         x_in = x
         x = self.projection(x.contiguous(memory_format=torch.channels_last))
-        c_embed = self.cond_mapper(c)
+        conditioning = c if isinstance(c, ConditioningCache) else self.cache_conditioning(c)
         r_embed = timestep_embedding(r, self.c_r)
         for block in self.blocks:
             if isinstance(block, AttnBlock):
-                x = block(x, c_embed)
+                x = block(x, conditioning[block])
             elif isinstance(block, TimestepBlock):
                 x = block(x, r_embed)
             else:

@@ -133,7 +133,7 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
         _check_uncond(uncond, cfg)
         check_conditioning("prior negative conditioning", uncond, prior.c_cond, hint)
         text = torch.cat([text, _repeat_for_batch("prior negative conditioning", uncond, batch)])
-    text = text.to(device=device, dtype=dtype)
+    conditioning = prior.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
         init_latent = _repeat_for_batch("prior init latent", init_latent, batch, "latents")
@@ -145,7 +145,7 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
-    latents = _denoise_loop(lambda x, r: prior(x, r, text), latents, grid, cfg, generator, callback, scheduler)
+    latents = _denoise_loop(lambda x, r: prior(x, r, conditioning), latents, grid, cfg, generator, callback, scheduler)
     return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
 
 
@@ -185,7 +185,7 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
         check_conditioning("decoder negative conditioning", uncond, decoder.clip_embd, hint)
         text = torch.cat([text, _repeat_for_batch("decoder negative conditioning", uncond, batch)])
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
-    text = text.to(device=device, dtype=dtype)
+    conditioning = decoder.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
         init_latent = _repeat_for_batch("decoder init latent", init_latent, batch, "latents")
@@ -196,7 +196,7 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
-    latents = _denoise_loop(lambda x, r: decoder(x, r, effnet, text), latents, grid, cfg, generator, callback,
+    latents = _denoise_loop(lambda x, r: decoder(x, r, effnet, conditioning), latents, grid, cfg, generator, callback,
                             scheduler)
     return check_finite("Stage B (decoder)", latents)
 

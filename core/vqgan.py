@@ -31,10 +31,11 @@ class MixingResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = cast_like(self.gammas, x)
-        x_temp = _channel_layer_norm(x) * (1 + g[0]) + g[1]
-        x = x + self.depthwise(x_temp) * g[2]
-        x_temp = _channel_layer_norm(x) * (1 + g[3]) + g[4]
-        return x + self.channelwise(x_temp.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * g[5]
+        # Each update is one pass over the tensor: y·(1+g0)+g1 and x + dw·g2 as addcmul.
+        x_temp = torch.addcmul(g[1], _channel_layer_norm(x), 1 + g[0])
+        x = torch.addcmul(x, self.depthwise(x_temp), g[2])
+        x_temp = torch.addcmul(g[4], _channel_layer_norm(x), 1 + g[3])
+        return torch.addcmul(x, self.channelwise(x_temp.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), g[5])
 
 
 class VectorQuantizer(nn.Module):
