@@ -47,14 +47,23 @@ def write_tiny_tokenizer(tokenizer_dir: Path) -> Path:
     return tokenizer_dir
 
 
-def tiny_text_model(hidden_size: int, seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_text_config(hidden_size: int = 32):
+    from transformers import CLIPTextConfig
     vocab = tiny_vocab()
-    config = CLIPTextConfig(hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                            vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=vocab[BOS],
-                            eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+    return CLIPTextConfig(hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                          vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=vocab[BOS],
+                          eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+
+
+def tiny_text_model(hidden_size: int = 32, seed: int = 0):
+    from transformers import CLIPTextModel
     torch.manual_seed(seed)
-    return CLIPTextModel(config).eval()
+    return CLIPTextModel(tiny_text_config(hidden_size)).eval()
+
+
+def legacy_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights in the transformers-4.x layout (``text_model.`` prefix), as the hub files have them."""
+    return {f"text_model.{key}": tensor.contiguous() for key, tensor in model.state_dict().items()}
 
 
 def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:
@@ -63,14 +72,15 @@ def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:
     encoder_dir.mkdir(parents=True, exist_ok=True)
     model = tiny_text_model(hidden_size, seed)
     model.config.to_json_file(encoder_dir / "config.json")
-    save_file({f"text_model.{k}": v.contiguous() for k, v in model.state_dict().items()},
-              encoder_dir / "model.safetensors")
+    save_file(legacy_state_dict(model), encoder_dir / "model.safetensors")
     write_tiny_tokenizer(root / "tokenizer")
 
 
 @torch.no_grad()
-def tame_outputs_(prior: StageCPrior | None = None, decoder: StageBDecoder | None = None) -> None:
-    """Output layers near ε̂ ≈ x, as trained models give, so random-weight sampling stays finite."""
+def tame_outputs_(prior=None, decoder=None) -> None:
+    """Output layers near ε̂ ≈ x, as trained models give, so random-weight sampling stays finite.
+
+    Works on our models and on diffusers' (the output layers have the same names)."""
     if prior is not None:
         prior.out[1].weight.mul_(0.05)
         prior.out[1].bias.zero_()

@@ -4,14 +4,8 @@ import math
 
 import torch
 
-# The prior's text width differs from the decoder's, as bigG (1280) and ViT-H (1024) do in the released models.
-PRIOR_TEXT_WIDTH, DECODER_TEXT_WIDTH = 48, 32
-
-TINY_PRIOR = dict(c_in=16, c=32, c_cond=PRIOR_TEXT_WIDTH, c_r=8, depth=2, nhead=2)
-TINY_DECODER = dict(c_in=4, c_out=4, c_r=8, c_cond=32, clip_embd=DECODER_TEXT_WIDTH, effnet_embd=16,
-                    c_hidden=[16, 32, 32], nhead=[-1, 2, 4], blocks=[1, 2, 1],
-                    level_config=["CT", "CTA", "CTA"], inject_effnet=[False, True, True])
-TINY_VQGAN = dict(levels=2, bottleneck_blocks=1, embed_dim=16, num_vq_embeddings=32)
+from demo_checkpoints import (DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR,  # noqa: F401
+                               TINY_VQGAN, tame_outputs_)
 
 
 @torch.no_grad()
@@ -37,11 +31,7 @@ def reference_models(seed: int = 0):
     from diffusers.pipelines.deprecated.wuerstchen import PaellaVQModel, WuerstchenDiffNeXt, WuerstchenPrior
     prior = randomize_(WuerstchenPrior(**TINY_PRIOR), seed)
     decoder = randomize_(WuerstchenDiffNeXt(**TINY_DECODER), seed + 1)
-    with torch.no_grad():  # outputs near ε̂ ≈ x, as trained models give, so sampled latents stay O(1)
-        prior.out[1].weight.mul_(0.05)
-        prior.out[1].bias.zero_()
-        decoder.clf[1].weight.mul_(0.05)
-        decoder.clf[1].bias.copy_(torch.cat([torch.zeros(16), torch.full((16,), 5.0)]))
+    tame_outputs_(prior, decoder)
     vqgan = randomize_(PaellaVQModel(**TINY_VQGAN), seed + 2)
     return prior, decoder, vqgan
 
