@@ -28,7 +28,7 @@ from core import (DEFAULT_STAGE_C_TIMESTEPS, PaellaVQ, StageBDecoder, StageCPrio
                   sample_prior, vq_decode)
 from core.compile import compile_denoisers  # noqa: E402
 from demo_checkpoints import tame_outputs_  # noqa: E402
-from tiny import randomize_  # noqa: E402
+from tiny import StubTokenizer, randomize_  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RELEASED = dict(
@@ -42,22 +42,6 @@ MID = dict(
     vqgan=dict(embed_dim=96, bottleneck_blocks=4),
     prior_text_width=256, decoder_text_width=256)
 PROMPT = "a photo of a red fox in the snow"
-
-
-class StubTokenizer:
-    """Deterministic stand-in for the CLIP tokenizer (the text encoder is not what is measured)."""
-    model_max_length = 77
-
-    def __call__(self, text, padding=None, max_length=None, truncation=None, return_tensors=None):
-        texts = [text] if isinstance(text, str) else list(text)
-        rows = [[0] + [3 + (ord(ch) % 900) for ch in t][:75] + [2] for t in texts]
-        length = max_length if padding == "max_length" else max(len(r) for r in rows)
-        return types.SimpleNamespace(
-            input_ids=torch.tensor([r + [1] * (length - len(r)) for r in rows]),
-            attention_mask=torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows]))
-
-    def batch_decode(self, ids):
-        return ["" for _ in ids]
 
 
 def one_layer_clip(width: int):
@@ -118,7 +102,7 @@ class Run:
                  f"{self.peak / 2**30:.2f} GiB" if self.peak is not None else "–",
                  f"{(self.images - reference_images).abs().max().item():.1e}" if reference_images is not None else "–",
                  f"{(self.images - fp32_images).abs().max().item():.1e}" if fp32_images is not None else "–",
-                 f"{flops / total / 1e12:.2f}" if flops else "–",
+                 f"{flops / total / 1e12:.3f}" if flops else "–",
                  f"{flops / total / matmul_rate:.1%}" if flops and matmul_rate else "–",
                  f"{self.warmup:.1f} s" if self.warmup is not None else "–"]
         return "| " + " | ".join(cells) + " |"
@@ -286,7 +270,7 @@ def main(argv=None):
     print(f"\n{'released' if args.released_sizes else 'mid-size'} models, {args.size}×{args.size}, batch {args.batch}, "
           f"{args.dtype}, {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
           f"prior 29-step reference schedule cfg 4, decoder 12 steps cfg 0, median of {args.repeats}")
-    print(f"work per run: {flops / 1e12:.2f} TFLOP" + (f"; measured matmul rate {rate / 1e12:.1f} TFLOP/s" if rate else ""))
+    print(f"work per run: {flops / 1e12:.2f} TFLOP" + (f"; measured matmul rate {rate / 1e12:.3f} TFLOP/s" if rate else ""))
     print("\n| system | prior s | decoder + VQ s | total s | peak memory | max |Δ| vs diffusers | max |Δ| vs ours fp32 "
           "| TFLOP/s | of matmul rate | first call |")
     print("|---|---|---|---|---|---|---|---|---|---|")
