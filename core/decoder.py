@@ -36,7 +36,7 @@ class StageBDecoder(nn.Module):
                            inject_effnet=inject_effnet, effnet_embd=effnet_embd, clip_embd=clip_embd,
                            kernel_size=kernel_size, dropout=dropout)
         self.c_in, self.c_r, self.c_cond, self.clip_embd, self.effnet_embd = c_in, c_r, c_cond, clip_embd, effnet_embd
-        self.has_attention = any("A" in levels for levels in level_config)
+        self.latent_multiple = patch_size * 2 ** (len(c_hidden) - 1)  # latent sides must divide down to every level
         make = dict(dtype=dtype, device=device, operations=operations)
 
         self.clip_mapper = operations.Linear(clip_embd, c_cond, dtype=dtype, device=device)

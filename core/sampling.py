@@ -173,9 +173,10 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
     check_conditioning("decoder positive conditioning", cond, decoder.clip_embd, hint)
     batch = image_embeddings.shape[0]
     size = stage_b_size(image_embeddings.shape[-2:])
-    if size[0] % 16 or size[1] % 16:
+    multiple = decoder.latent_multiple
+    if size[0] % multiple or size[1] % multiple:
         raise ValueError(f"a Stage C latent of {tuple(image_embeddings.shape[-2:])} gives a Stage B latent of {size}, "
-                         f"which the decoder cannot take (sides must be multiples of 16); "
+                         f"which the decoder cannot take (sides must be multiples of {multiple}); "
                          f"generate the prior at a multiple of 128 pixels")
     shape = (batch, decoder.c_in, *size)
     effnet = image_embeddings.to(device=device, dtype=dtype)
