@@ -158,7 +158,7 @@ def ours_generate(ours, encoders, args, device, dtype, mode):
     resident = mode != "lowvram"
     models = {k: copy.deepcopy(v).to(dtype=dtype, device=device if resident else "cpu") for k, v in ours.items()}
     if mode == "compiled":
-        compile_denoisers(models["prior"], models["decoder"])
+        compile_denoisers(models["prior"], models["decoder"], mode=args.compile_mode)
     prior_te, decoder_te = (e.to(dtype=dtype, device=device) for e in encoders)
     tokens = StubTokenizer()
 
@@ -244,6 +244,8 @@ def main(argv=None):
     parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, lowvram")
     parser.add_argument("--diffusers-modes", default="eager", help="comma list of eager, compiled, offload, none")
     parser.add_argument("--matmul-rate", action="store_true", help="measure the matmul rate for the efficiency column")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode for 'ours compiled' (e.g. reduce-overhead for CUDA graphs)")
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     torch.set_grad_enabled(False)
