@@ -24,6 +24,25 @@ def cast_like(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return param.to(dtype=x.dtype, device=x.device)
 
 
+def reuses_buffers() -> bool:
+    """In inference, elementwise steps overwrite intermediates the block itself made (never its inputs).
+
+    A fresh activation of the MLP's width costs more than the maths on a CPU (page faults on ~GB allocations) and
+    raises peak memory everywhere. Under autograd the intermediates are needed for backward, so nothing is reused.
+    """
+    return not torch.is_grad_enabled()
+
+
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU, in place on the intermediate ``x`` when buffers may be reused."""
+    return torch.ops.aten.gelu_(x) if reuses_buffers() else F.gelu(x)
+
+
+def add_residual(out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``out + residual``, written into ``out`` (an intermediate of the block) when buffers may be reused."""
+    return out.add_(residual) if reuses_buffers() else out + residual
+
+
 class LayerNorm2d(nn.Module):
     """Channel LayerNorm on NCHW tensors, no affine (Würstchen uses eps 1e-6 everywhere); it has no keys."""
 
@@ -61,12 +80,13 @@ class GlobalResponseNorm(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim, dtype=dtype, device=device))
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim, dtype=dtype, device=device))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         # ‖x‖₂ over H, W, accumulated in fp32 (no fp16 overflow); torch.norm's CPU kernel is ~8× slower here.
         agg_norm = x.float().square().sum(dim=(1, 2), keepdim=True).sqrt().to(x.dtype)
         stand_div_norm = agg_norm / (agg_norm.mean(dim=-1, keepdim=True) + 1e-6)
         # γ·(x·N) + β + x as one pass over the large tensor: β + x·(1 + γ·N)
-        return torch.addcmul(cast_like(self.beta, x), x, 1 + cast_like(self.gamma, x) * stand_div_norm)
+        scale = 1 + cast_like(self.gamma, x) * stand_div_norm
+        return torch.addcmul(cast_like(self.beta, x), x, scale, out=x if inplace else None)
 
 
 class TimestepBlock(nn.Module):
@@ -77,6 +97,13 @@ class TimestepBlock(nn.Module):
     def forward(self, x: torch.Tensor, r_embed: torch.Tensor) -> torch.Tensor:
         a, b = self.mapper(r_embed)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(b, x, 1 + a)
+
+
+def run_channelwise(mlp: nn.Sequential, h: torch.Tensor, first_linear=None) -> torch.Tensor:
+    """The [Linear, GELU, GRN, Dropout, Linear] MLP on NHWC ``h``, reusing its own intermediates in inference."""
+    h = mlp[0](h) if first_linear is None else first_linear(mlp[0], h)
+    h = mlp[2](gelu_(h), inplace=reuses_buffers())
+    return mlp[4](mlp[3](h))
 
 
 def _channelwise_mlp(c_in: int, c: int, dropout: float, dtype, device, operations) -> nn.Sequential:
@@ -105,8 +132,7 @@ class ResBlock(nn.Module):
         if x_skip is not None:
             x = torch.cat([x, x_skip], dim=1)
         x = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
-        x = self.channelwise(x).permute(0, 3, 1, 2)
-        return x + x_res
+        return add_residual(run_channelwise(self.channelwise, x).permute(0, 3, 1, 2), x_res)
 
 
 class ResBlockStageB(nn.Module):
@@ -126,14 +152,8 @@ class ResBlockStageB(nn.Module):
         h = self.norm(self.depthwise(x))
         if x_skip is not None:
             h = torch.cat([h, x_skip], dim=1)
-        h = h.permute(0, 2, 3, 1)
-        if effnet is None:
-            h = self.channelwise[0](h)
-        else:
-            h = effnet.first_linear(self.channelwise[0], h)
-        for layer in self.channelwise[1:]:
-            h = layer(h)
-        return h.permute(0, 3, 1, 2) + x_res
+        h = run_channelwise(self.channelwise, h.permute(0, 2, 3, 1), effnet.first_linear if effnet else None)
+        return add_residual(h.permute(0, 3, 1, 2), x_res)
 
 
 class EffnetSkip:
@@ -206,7 +226,7 @@ class AttnBlock(nn.Module):
         batch, channels, height, width = x.shape
         tokens = self.norm(x).view(batch, channels, height * width).transpose(1, 2)
         out = self.attention(tokens, keys, values)
-        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
+        return add_residual(out.transpose(1, 2).reshape(batch, channels, height, width), x)
 
 
 def cache_conditioning(model: nn.Module, cond: torch.Tensor) -> ConditioningCache:

@@ -65,3 +65,24 @@ def test_timestep_embedding_reference_values():
     assert torch.allclose(emb[0, :3], torch.tensor([-0.98796642, 0.99356705, 0.99611741]), atol=1e-6)
     assert abs(emb[0, 31].item() - 0.47942549) < 1e-6 and abs(emb[0, 63].item() - 0.87758261) < 1e-6
     assert torch.allclose(emb[1, :2], torch.tensor([-0.30561438, 0.22503339]), atol=1e-6)
+
+
+def test_autograd_path_matches_inference_path(pairs):
+    """In inference the blocks overwrite their own intermediates; with autograd on they must not, and agree."""
+    gen = torch.Generator().manual_seed(4)
+    prior, decoder, vqgan = pairs["prior"][0], pairs["decoder"][0], pairs["vqgan"][0]
+    calls = [
+        (prior, (torch.randn(1, 16, 4, 5, generator=gen), torch.tensor([0.4]),
+                 torch.randn(1, 77, TINY_PRIOR["c_cond"], generator=gen))),
+        (decoder, (torch.randn(1, 4, 16, 24, generator=gen), torch.tensor([0.4]),
+                   torch.randn(1, 16, 3, 4, generator=gen), torch.randn(1, 77, TINY_DECODER["clip_embd"], generator=gen))),
+        (vqgan.decode, (torch.randn(1, 4, 8, 8, generator=gen),)),
+    ]
+    for model, args in calls:
+        with torch.no_grad():
+            expected = model(*args)
+        x = args[0].clone().requires_grad_(True)
+        out = model(x, *args[1:])
+        out.square().mean().backward()
+        assert torch.allclose(out.detach(), expected, atol=TOL * max(1.0, expected.abs().max().item()))
+        assert x.grad is not None and torch.isfinite(x.grad).all()
