@@ -1,5 +1,7 @@
 """Write example_workflows/: each graph in ComfyUI's UI format (drag-and-drop, templates), in API format under
 api/ (POST /prompt, scripts/run_workflow.py) and as a .jpg picture of the graph (the template browser's thumbnail).
+The .jpg files are screenshots of the web UI made by scripts/screenshot_workflows.py; this script draws a simple
+diagram only where no .jpg exists yet (re-run the screenshot script after changing a graph).
 
 The graphs are defined once here; widget order comes from the nodes' own INPUT_TYPES, so the two formats agree.
 Run after changing a node's inputs:  python scripts/build_example_workflows.py
@@ -54,6 +56,15 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+def node_size(class_type: str, schema: dict, sockets: int, outputs: int) -> list:
+    """Roughly the size the frontend gives the node, so nodes placed below it do not overlap it."""
+    widgets = [spec for _, spec in ordered_inputs(schema) if is_widget(spec)]
+    height = 30 + 24 * (max(sockets, outputs) + len(widgets))
+    height += 100 * sum(1 for spec in widgets if len(spec) > 1 and spec[1].get("multiline"))
+    height += 280 if class_type == "LoadImage" else 0
+    return [320, height]
+
+
 def widget_values(node: Node, schema: dict) -> list:
     """Values in widget order, with the extra control value after a seed and after an upload combo."""
     values = []
@@ -69,11 +80,15 @@ def widget_values(node: Node, schema: dict) -> list:
     return values
 
 
+def display_title(node: Node) -> str:
+    return node.title or import_pack().NODE_DISPLAY_NAME_MAPPINGS.get(node.type, node.type)
+
+
 def api_format(nodes: list[Node]) -> dict:
     prompt = {}
     for node in nodes:
         inputs = {k: [str(v[0]), v[1]] if isinstance(v, tuple) else v for k, v in node.inputs.items()}
-        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": display_title(node)}}
     return prompt
 
 
@@ -91,13 +106,13 @@ def ui_format(nodes: list[Node]) -> dict:
     for order, node in enumerate(nodes):
         schema, outputs = node_schema(node.type)
         sockets = [(n, s) for n, s in ordered_inputs(schema) if not is_widget(s)]
+        titled = {"title": node.title} if node.title else {}  # without one the UI shows the display name
         ui_nodes.append({
-            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [320, 60 + 24 * (len(sockets) + 4)],
+            **titled, "id": node.id, "type": node.type, "pos": list(node.pos), "size": node_size(node.type, schema, len(sockets), len(outputs)),
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": n, "type": s[0], "link": link_of_target.get((node.id, i))} for i, (n, s) in enumerate(sockets)],
             "outputs": [{"name": n, "type": t, "links": outgoing.get((node.id, i), []), "slot_index": i}
                         for i, (n, t) in enumerate(outputs)],
-            "title": node.title or node.type,
             "properties": {"Node name for S&R": node.type},
             "widgets_values": widget_values(node, schema),
         })
@@ -106,7 +121,7 @@ def ui_format(nodes: list[Node]) -> dict:
 
 
 def draw_graph(ui: dict, path: Path) -> None:
-    """A picture of the graph: nodes as boxes, links as lines from output to input."""
+    """A picture of the graph: nodes as boxes, links as lines from output to input (fallback for a screenshot)."""
     xs = [n["pos"][0] for n in ui["nodes"]]
     ys = [n["pos"][1] for n in ui["nodes"]]
     scale, margin = 0.5, 20
@@ -127,7 +142,8 @@ def draw_graph(ui: dict, path: Path) -> None:
         x0, y0, x1, y1 = box[n["id"]]
         draw.rounded_rectangle((x0, y0, x1, y1), radius=6, fill=(53, 53, 60), outline=(90, 90, 100))
         draw.rectangle((x0, y0, x1, y0 + 16), fill=(70, 70, 80))
-        draw.text((x0 + 5, y0 + 3), n["title"].replace("Wuerstchen", "W. ")[:26], fill=(230, 230, 230))
+        title = n.get("title") or import_pack().NODE_DISPLAY_NAME_MAPPINGS.get(n["type"], n["type"])
+        draw.text((x0 + 5, y0 + 3), title.replace("Würstchen", "W.")[:26], fill=(230, 230, 230))
     image.save(path, quality=90)
 
 
@@ -135,23 +151,23 @@ def text_to_image() -> list[Node]:
     prompt = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
     return [
         Node(1, "WuerstchenPriorLoader", (0, 0), {"prior_name": "wuerstchen-prior", "weight_dtype": "auto"}),
-        Node(2, "WuerstchenTextEncoderLoader", (0, 180), {"clip_name": "wuerstchen-prior", "weight_dtype": "auto"},
+        Node(2, "WuerstchenTextEncoderLoader", (0, 200), {"clip_name": "wuerstchen-prior", "weight_dtype": "auto"},
              "Prior text encoder (CLIP-bigG)"),
         Node(3, "WuerstchenTextEncode", (380, 120), {"text_encoder": (2, 0), "text": prompt}, "Prior positive"),
-        Node(4, "WuerstchenTextEncode", (380, 330), {"text_encoder": (2, 0), "text": ""}, "Prior negative"),
+        Node(4, "WuerstchenTextEncode", (380, 380), {"text_encoder": (2, 0), "text": ""}, "Prior negative"),
         Node(5, "WuerstchenPriorSampler", (760, 0), {
             "prior": (1, 0), "positive": (3, 0), "negative": (4, 0), "seed": 42, "steps": 29, "schedule": "reference",
             "cfg": 4.0, "width": 1024, "height": 1024, "batch_size": 1, "denoise": 1.0}),
-        Node(6, "WuerstchenDecoderLoader", (0, 520), {"decoder_name": "wuerstchen", "weight_dtype": "auto"}),
-        Node(7, "WuerstchenTextEncoderLoader", (0, 700), {"clip_name": "wuerstchen", "weight_dtype": "auto"},
+        Node(6, "WuerstchenDecoderLoader", (0, 600), {"decoder_name": "wuerstchen", "weight_dtype": "auto"}),
+        Node(7, "WuerstchenTextEncoderLoader", (0, 800), {"clip_name": "wuerstchen", "weight_dtype": "auto"},
              "Decoder text encoder (CLIP-ViT-H)"),
-        Node(8, "WuerstchenTextEncode", (380, 640), {"text_encoder": (7, 0), "text": prompt}, "Decoder positive"),
-        Node(9, "WuerstchenDecoderSampler", (1140, 300), {
+        Node(8, "WuerstchenTextEncode", (380, 720), {"text_encoder": (7, 0), "text": prompt}, "Decoder positive"),
+        Node(9, "WuerstchenDecoderSampler", (1140, 320), {
             "decoder": (6, 0), "positive": (8, 0), "prior_latent": (5, 0), "seed": 42, "steps": 12, "cfg": 0.0,
             "denoise": 1.0}),
-        Node(10, "WuerstchenVQGANLoader", (760, 700), {"vqgan_name": "wuerstchen", "weight_dtype": "auto"}),
-        Node(11, "WuerstchenVQDecode", (1520, 300), {"vqgan": (10, 0), "samples": (9, 0)}),
-        Node(12, "SaveImage", (1880, 300), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
+        Node(10, "WuerstchenVQGANLoader", (760, 760), {"vqgan_name": "wuerstchen", "weight_dtype": "auto"}),
+        Node(11, "WuerstchenVQDecode", (1520, 320), {"vqgan": (10, 0), "samples": (9, 0)}),
+        Node(12, "SaveImage", (1880, 320), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
     ]
 
 
@@ -159,8 +175,8 @@ def image_to_image() -> list[Node]:
     """The decoder re-draws a VQ-encoded image under the prior's guidance; denoise sets how much changes."""
     nodes = {n.id: n for n in text_to_image()}
     nodes[5].inputs.update(width=512, height=512)
-    nodes[13] = Node(13, "LoadImage", (760, 900), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 800), {"vqgan": (10, 0), "image": (13, 0)})
+    nodes[13] = Node(13, "LoadImage", (760, 960), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 860), {"vqgan": (10, 0), "image": (13, 0)})
     nodes[9].inputs.update(latent=(14, 0), denoise=0.6)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_img2img"
     return [nodes[i] for i in sorted(nodes)]
@@ -185,7 +201,8 @@ def main() -> None:
         (OUT / f"{name}.json").write_text(json.dumps(ui, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (OUT / "api" / f"{name}.json").write_text(json.dumps(api_format(nodes), indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
-        draw_graph(ui, OUT / f"{name}.jpg")
+        if not (OUT / f"{name}.jpg").exists():  # keep the screenshot of scripts/screenshot_workflows.py
+            draw_graph(ui, OUT / f"{name}.jpg")
     example_input_image(OUT / "wuerstchen_example_input.png")
     print(f"wrote {len(WORKFLOWS)} workflows to {OUT}")
 

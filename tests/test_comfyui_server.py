@@ -15,10 +15,8 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -34,12 +32,10 @@ if not COMFYUI_DIR:
                 "real-server tests: COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python "
                 "python -m pytest tests/test_comfyui_server.py -q", allow_module_level=True)
 
-from pack import EXAMPLES, NODES, PACK, ROOT, write_demo_models  # noqa: E402
+from pack import EXAMPLES, NODES, PACK  # noqa: E402
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
+from comfy_server import HOST, PACK_DIR_NAME, ServerError, running_server  # noqa: E402
 
-PACK_DIR_NAME = "ComfyUI-Wuerstchen"
-HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 120.0
 RUN_TIMEOUT = 120.0
 PRIOR, DECODER = "5", "9"  # sampler node ids in both API examples
 PNG_MAGIC, JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
@@ -188,81 +184,15 @@ class WebSocketClient:
 
 # --- the server ------------------------------------------------------------------------------------------------
 
-class Server:
-    def __init__(self, base: Path, port: int, process: subprocess.Popen, log: Path):
-        self.base, self.port, self.process, self.log = base, port, process, log
-        self.url = f"http://{HOST}:{port}"
-
-    def get(self, path: str):
-        return qw.get_json(self.url, path)
-
-    def post(self, path: str, body: dict):
-        status, data = qw.request(self.url, path, body)
-        return status, (json.loads(data) if data.strip().startswith((b"{", b"[")) else data)
-
-    def logs(self) -> str:
-        try:
-            text = self.get("/internal/logs")
-        except qw.WorkflowError:
-            text = ""
-        return (text if isinstance(text, str) else json.dumps(text)) + self.log.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def _supports_whitelist(comfyui_dir: Path) -> bool:
-    cli_args = comfyui_dir / "comfy" / "cli_args.py"
-    return cli_args.is_file() and "--whitelist-custom-nodes" in cli_args.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    comfyui_dir = Path(COMFYUI_DIR).resolve()
-    assert (comfyui_dir / "main.py").is_file(), f"COMFYUI_DIR={COMFYUI_DIR} has no main.py"
     base = tmp_path_factory.mktemp("comfyui_base")
-    for sub in ("custom_nodes", "models/wuerstchen", "input", "output"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(ROOT, target_is_directory=True)
-    write_demo_models(base / "models" / "wuerstchen")
-    shutil.copy(EXAMPLES / "wuerstchen_example_input.png", base / "input")
-
-    port = _free_port()
-    command = [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", HOST, "--port", str(port), "--disable-auto-launch",
-               "--base-directory", str(base), "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb",
-               "--preview-size", str(PREVIEW_SIZE)]
-    if _supports_whitelist(comfyui_dir):
-        command += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIR_NAME]
-    log = base / "server.log"
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=comfyui_dir, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    srv = Server(base, port, process, log)
+    extra = ["--preview-method", "latent2rgb", "--preview-size", str(PREVIEW_SIZE)]
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode} during startup:\n{log.read_text()[-3000:]}")
-            try:
-                if qw.request(srv.url, "/system_stats", timeout=2)[0] == 200:
-                    break
-            except qw.WorkflowError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not answer /system_stats within {STARTUP_TIMEOUT:g} s:\n"
-                            f"{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        with running_server(COMFYUI_DIR, COMFYUI_PYTHON, base, extra) as srv:
+            yield srv
+    except ServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture

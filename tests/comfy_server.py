@@ -1,0 +1,111 @@
+"""A real ComfyUI server on 127.0.0.1 with the pack and tiny demo models in a temporary base directory.
+
+Shared by tests/test_comfyui_server.py, tests/test_comfyui_frontend.py and scripts/screenshot_workflows.py:
+
+    with running_server("/path/to/ComfyUI", "/path/to/venv/bin/python", base_dir) as server:
+        server.get("/object_info")
+
+Nothing is written into the ComfyUI checkout; the pack is symlinked into BASE/custom_nodes.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from pack import EXAMPLES, ROOT, write_demo_models
+import queue_workflow as qw  # scripts/ is on sys.path through pack.py
+
+PACK_DIR_NAME = "ComfyUI-Wuerstchen"
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 120.0
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class Server:
+    def __init__(self, base: Path, port: int, process: subprocess.Popen, log: Path):
+        self.base, self.port, self.process, self.log = base, port, process, log
+        self.url = f"http://{HOST}:{port}"
+
+    def get(self, path: str):
+        return qw.get_json(self.url, path)
+
+    def post(self, path: str, body: dict):
+        status, data = qw.request(self.url, path, body)
+        return status, (json.loads(data) if data.strip().startswith((b"{", b"[")) else data)
+
+    def logs(self) -> str:
+        try:
+            text = self.get("/internal/logs")
+        except qw.WorkflowError:
+            text = ""
+        return (text if isinstance(text, str) else json.dumps(text)) + self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def supports_whitelist(comfyui_dir: Path) -> bool:
+    cli_args = comfyui_dir / "comfy" / "cli_args.py"
+    return cli_args.is_file() and "--whitelist-custom-nodes" in cli_args.read_text(errors="replace")
+
+
+def prepare_base(base: Path) -> None:
+    """BASE/custom_nodes/<pack> (a symlink), the demo models in BASE/models/wuerstchen, the example input image."""
+    for sub in ("custom_nodes", "models/wuerstchen", "input", "output"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(ROOT, target_is_directory=True)
+    write_demo_models(base / "models" / "wuerstchen")
+    shutil.copy(EXAMPLES / "wuerstchen_example_input.png", base / "input")
+
+
+@contextlib.contextmanager
+def running_server(comfyui_dir, python, base: Path, extra_args=(), startup_timeout: float = STARTUP_TIMEOUT):
+    """Prepare ``base``, start ComfyUI on a free 127.0.0.1 port (CPU), wait for /system_stats, stop it on exit."""
+    comfyui_dir = Path(comfyui_dir).resolve()
+    if not (comfyui_dir / "main.py").is_file():
+        raise ServerError(f"{comfyui_dir} has no main.py")
+    prepare_base(base)
+    port = free_port()
+    command = [str(python), "main.py", "--cpu", "--listen", HOST, "--port", str(port), "--disable-auto-launch",
+               "--base-directory", str(base), "--database-url", "sqlite:///:memory:", *extra_args]
+    if supports_whitelist(comfyui_dir):
+        command += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIR_NAME]
+    log = base / "server.log"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=comfyui_dir, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = Server(base, port, process, log)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise ServerError(f"ComfyUI exited with {process.returncode} during startup:\n"
+                                  f"{log.read_text(errors='replace')[-3000:]}")
+            try:
+                if qw.request(server.url, "/system_stats", timeout=2)[0] == 200:
+                    break
+            except qw.WorkflowError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(f"ComfyUI did not answer /system_stats within {startup_timeout:g} s:\n"
+                                  f"{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)

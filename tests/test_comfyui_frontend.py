@@ -1,0 +1,155 @@
+"""The UI-format example in the real ComfyUI web UI: dropped onto the page in headless Chromium, every node found with
+its widget values, queued with the Queue button, and the image saved with the workflow embedded.
+
+Needs a ComfyUI checkout (whose Python has the pack's requirements), a Chromium binary and Playwright — only the
+Python package, the browser is the system's (`apt-get install chromium`; never `playwright install`):
+
+    pip install playwright
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python \\
+        python -m pytest tests/test_comfyui_frontend.py -q
+
+$CHROMIUM names the browser if it is not `chromium` on PATH. The browser may only reach the server on 127.0.0.1.
+"""
+
+import io
+import json
+import os
+import sys
+
+import pytest
+
+from pack import PACK  # noqa: E402
+from screenshot_workflows import EXAMPLES, App, find_chromium, launch, write_settings  # scripts/ is on sys.path
+
+HOW = ("COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python "
+       "python -m pytest tests/test_comfyui_frontend.py -q  (needs `pip install playwright` and a chromium binary)")
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or sys.executable
+CHROMIUM = find_chromium()
+if not COMFYUI_DIR:
+    pytest.skip(f"set COMFYUI_DIR to run the web UI test: {HOW}", allow_module_level=True)
+if not CHROMIUM:
+    pytest.skip(f"no chromium binary (apt-get install chromium, or set CHROMIUM): {HOW}", allow_module_level=True)
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    pytest.skip(f"playwright is not installed (pip install playwright): {HOW}", allow_module_level=True)
+
+import queue_workflow as qw  # noqa: E402
+from comfy_server import PACK_DIR_NAME, ServerError, running_server  # noqa: E402
+
+NAME = "wuerstchen_text_to_image"
+PRIOR, SAVE = 5, 12
+SIZE = 256  # the tiny demo models draw noise at any size; keep the run short
+RUN_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    try:
+        with running_server(COMFYUI_DIR, COMFYUI_PYTHON, tmp_path_factory.mktemp("comfyui_base")) as srv:
+            write_settings(srv.base)
+            yield srv
+    except ServerError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = launch(playwright, CHROMIUM)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def app(server, browser):
+    page = App(browser, server.url)
+    yield page
+    page.close()
+
+
+def defaults(server, class_type: str) -> dict:
+    spec = server.get(f"/object_info/{class_type}")[class_type]["input"]
+    return {name: s[1]["default"] for section in spec.values() for name, s in section.items()
+            if len(s) > 1 and isinstance(s[1], dict) and "default" in s[1]}
+
+
+def test_dropped_workflow_loads_and_queues_to_an_image(server, app):
+    from PIL import Image
+
+    workflow = json.loads((EXAMPLES / f"{NAME}.json").read_text(encoding="utf-8"))
+    report = app.drop_workflow(EXAMPLES / f"{NAME}.json")
+    assert report == {"missing": [], "nodes": 12}, f"the frontend reports {report}"
+    assert not app.dialogs(), app.dialogs()
+
+    # Every node as in the file: type, title (the pack's display name where the file sets none), and widget values
+    # both as the widgets hold them and as the UI saves them.
+    nodes = app.nodes()
+    display = {**PACK.NODE_DISPLAY_NAME_MAPPINGS, "SaveImage": "Save Image"}
+    assert [(n["id"], n["type"], n["title"]) for n in nodes] == \
+           [(n["id"], n["type"], n.get("title") or display[n["type"]])
+            for n in sorted(workflow["nodes"], key=lambda n: n["id"])]
+    for node, saved in zip(nodes, sorted(workflow["nodes"], key=lambda n: n["id"])):
+        assert not node["has_errors"], node
+        assert node["widgets_values"] == saved["widgets_values"], (node["id"], node["type"])
+        values = [v for name, v in node["widgets"] if name != "upload"]
+        assert values == saved["widgets_values"], (node["id"], node["type"], node["widgets"])
+    assert app.evaluate("() => app.graph.links.size ?? Object.keys(app.graph.links).length") == len(workflow["links"])
+
+    app.set_widget(PRIOR, "width", SIZE)
+    app.set_widget(PRIOR, "height", SIZE)
+
+    # Queue the way a user does: the Queue (Run) button; the frontend POSTs /api/prompt.
+    with app.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as posted:
+        app.page.locator('[data-testid="queue-button"]').first.click()
+    response = posted.value
+    assert response.ok, response.text()
+    body = response.request.post_data_json
+    prompt_id = response.json()["prompt_id"]
+
+    # The prompt the UI built is the API example, at 256×256, plus the inputs that file leaves at their defaults.
+    api = json.loads((EXAMPLES / "api" / f"{NAME}.json").read_text(encoding="utf-8"))
+    api[str(PRIOR)]["inputs"].update(width=SIZE, height=SIZE)
+    prompt = body["prompt"]
+    assert set(prompt) == set(api)
+    for node_id, node in api.items():
+        sent = prompt[node_id]
+        assert sent["class_type"] == node["class_type"]
+        extra = {k: v for k, v in sent["inputs"].items() if k not in node["inputs"]}
+        assert {k: sent["inputs"].get(k) for k in node["inputs"]} == node["inputs"], node_id
+        assert extra == {k: defaults(server, node["class_type"])[k] for k in extra}, (node_id, extra)
+    assert body["extra_data"]["extra_pnginfo"]["workflow"]["nodes"], "the UI sent no workflow for the PNG"
+
+    entry = qw.wait_for_history(server.url, prompt_id, timeout=RUN_TIMEOUT)
+    assert entry["status"]["status_str"] == "success" and entry["status"]["completed"], \
+        qw.execution_errors(entry) or entry["status"]
+    images = qw.output_images(entry)
+    assert len(images) == 1 and images[0]["type"] == "output"
+    data = qw.fetch_image(server.url, images[0])
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.size == (SIZE, SIZE)
+        text = dict(image.text)
+    assert json.loads(text["prompt"]) == prompt
+    saved_workflow = json.loads(text["workflow"])
+    assert len(saved_workflow["nodes"]) == 12
+    prior = next(n for n in saved_workflow["nodes"] if n["id"] == PRIOR)
+    assert prior["widgets_values"][5:7] == [SIZE, SIZE]
+
+    # And the page shows it: the SaveImage node received the output.
+    app.page.wait_for_function("id => (app.nodeOutputs?.[id]?.images || []).length > 0", arg=str(SAVE), timeout=10000)
+    assert app.evaluate("id => app.nodeOutputs[id].images[0].filename", str(SAVE)) == images[0]["filename"]
+    assert not app.errors, app.errors
+
+
+def test_examples_are_listed_as_templates_with_their_pictures(server):
+    """The template browser lists the pack's UI-format examples (not api/) and serves each one's .jpg thumbnail."""
+    from PIL import Image
+
+    names = sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    assert sorted(server.get("/api/workflow_templates")[PACK_DIR_NAME]) == names
+    for name in names:
+        status, data = qw.request(server.url, f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg")
+        assert status == 200 and data == (EXAMPLES / f"{name}.jpg").read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "JPEG"
