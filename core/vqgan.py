@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import add_residual, cast_like, gelu_, reuses_buffers
+from .blocks import cast_like, gelu_, reuses_buffers
 
 # Stage B latents live in VQ-encoder space divided by this factor.
 VQ_SCALE_FACTOR = 0.3764
@@ -31,18 +31,15 @@ class MixingResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = cast_like(self.gammas, x)
-        x = add_residual(self._modulate(self.depthwise(self._modulate(_channel_layer_norm(x), 1 + g[0], g[1])), g[2]), x)
-        h = self._modulate(_channel_layer_norm(x), 1 + g[3], g[4]).permute(0, 2, 3, 1)
+        x = _addcmul_into(x, self.depthwise(_addcmul_into(g[1], _channel_layer_norm(x), 1 + g[0])), g[2])
+        h = _addcmul_into(g[4], _channel_layer_norm(x), 1 + g[3]).permute(0, 2, 3, 1)
         h = self.channelwise[2](gelu_(self.channelwise[0](h))).permute(0, 3, 1, 2)
-        return add_residual(self._modulate(h, g[5]), x)
+        return _addcmul_into(x, h, g[5])
 
-    @staticmethod
-    def _modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-        """h·scale (+ shift) in one pass, written into the intermediate ``h`` when buffers may be reused."""
-        out = h if reuses_buffers() else None
-        if shift is None:
-            return torch.mul(h, scale, out=out)
-        return torch.addcmul(shift, h, scale, out=out)
+
+def _addcmul_into(base: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """base + h·scale in one pass and one rounding, written into the intermediate ``h`` when buffers may be reused."""
+    return torch.addcmul(base, h, scale, out=h if reuses_buffers() else None)
 
 
 class VectorQuantizer(nn.Module):
