@@ -229,6 +229,16 @@ class AttnBlock(nn.Module):
         return add_residual(out.transpose(1, 2).reshape(batch, channels, height, width), x)
 
 
+def run_block(block: nn.Module, x: torch.Tensor, r_embed: torch.Tensor, conditioning: ConditioningCache):
+    """One block of a denoiser: timestep blocks take the r-embedding, attention blocks their cached keys/values,
+    everything else (prior ResBlocks, scalers) only ``x``."""
+    if isinstance(block, AttnBlock):
+        return block(x, conditioning[block])
+    if isinstance(block, TimestepBlock):
+        return block(x, r_embed)
+    return block(x)
+
+
 def cache_conditioning(model: nn.Module, cond: torch.Tensor) -> ConditioningCache:
     """Every attention block's keys and values for mapped conditioning ``cond``."""
     return ConditioningCache({block: block.condition(cond) for block in model.modules() if isinstance(block, AttnBlock)})

@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import (AttnBlock, ConditioningCache, EffnetSkip, LayerNorm2d, ResBlockStageB, TimestepBlock,
-                     cache_conditioning, timestep_embedding)
+                     cache_conditioning, run_block, timestep_embedding)
 
 
 def _make_block(letter: str, c: int, c_cond: int, c_r: int, nhead: int, c_skip: int, kernel_size: int,
@@ -100,12 +100,8 @@ class StageBDecoder(nn.Module):
             if isinstance(block, ResBlockStageB):
                 x = block(x, level_skip, effnet_skip)
                 level_skip = None
-            elif isinstance(block, AttnBlock):
-                x = block(x, clip[block])
-            elif isinstance(block, TimestepBlock):
-                x = block(x, r_embed)
             else:
-                x = block(x)
+                x = run_block(block, x, r_embed, clip)
         return x
 
     def cache_conditioning(self, clip: torch.Tensor) -> ConditioningCache:

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import (AttnBlock, ConditioningCache, LayerNorm2d, ResBlock, TimestepBlock, cache_conditioning,
-                     timestep_embedding)
+                     run_block, timestep_embedding)
 
 
 class StageCPrior(nn.Module):
@@ -41,11 +41,6 @@ class StageCPrior(nn.Module):
         conditioning = c if isinstance(c, ConditioningCache) else self.cache_conditioning(c)
         r_embed = timestep_embedding(r, self.c_r)
         for block in self.blocks:
-            if isinstance(block, AttnBlock):
-                x = block(x, conditioning[block])
-            elif isinstance(block, TimestepBlock):
-                x = block(x, r_embed)
-            else:
-                x = block(x)
+            x = run_block(block, x, r_embed, conditioning)
         a, b = self.out(x).chunk(2, dim=1)
         return (x_in - a) / ((1 - b).abs() + 1e-5)

@@ -64,10 +64,16 @@ def _repeat_for_batch(name: str, cond: torch.Tensor, batch: int, rows: str = "pr
     return cond.repeat_interleave(batch // cond.shape[0], dim=0)
 
 
-def _check_uncond(uncond, cfg: float) -> None:
+def _guided_text(stage: str, cond, uncond, cfg: float, batch: int, width: int, hint: str) -> torch.Tensor:
+    """Text states for the model batch: the positive rows, then under CFG the negative ones ([cond; uncond])."""
+    text = _repeat_for_batch(f"{stage} positive conditioning", cond, batch)
+    if cfg <= 1.0:
+        return text
     if uncond is None:
         raise ValueError(f"cfg={cfg:g} (> 1) needs negative conditioning; encode an empty prompt for the reference's, "
                          f"or use cfg <= 1")
+    check_conditioning(f"{stage} negative conditioning", uncond, width, hint)
+    return torch.cat([text, _repeat_for_batch(f"{stage} negative conditioning", uncond, batch)])
 
 
 def _check_needs_init(strength: float) -> None:
@@ -128,11 +134,7 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
     size = stage_c_size(height, width)
     batch = cond.shape[0] * batch_size
     shape = (batch, prior.c_in, *size)
-    text = cond.repeat_interleave(batch_size, dim=0)
-    if cfg > 1.0:
-        _check_uncond(uncond, cfg)
-        check_conditioning("prior negative conditioning", uncond, prior.c_cond, hint)
-        text = torch.cat([text, _repeat_for_batch("prior negative conditioning", uncond, batch)])
+    text = _guided_text("prior", cond, uncond, cfg, batch, prior.c_cond, hint)
     conditioning = prior.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
@@ -180,11 +182,8 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
                          f"generate the prior at a multiple of 128 pixels")
     shape = (batch, decoder.c_in, *size)
     effnet = image_embeddings.to(device=device, dtype=dtype)
-    text = _repeat_for_batch("decoder positive conditioning", cond, batch)
+    text = _guided_text("decoder", cond, uncond, cfg, batch, decoder.clip_embd, hint)
     if cfg > 1.0:
-        _check_uncond(uncond, cfg)
-        check_conditioning("decoder negative conditioning", uncond, decoder.clip_embd, hint)
-        text = torch.cat([text, _repeat_for_batch("decoder negative conditioning", uncond, batch)])
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
     conditioning = decoder.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
