@@ -100,6 +100,7 @@ class ManagedModel:
     ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it. ``full_load`` marks
     models whose layers ComfyUI cannot stream (transformers'), so a low-VRAM load must not split them.
     """
+    kind: str
     patcher: object
     module: torch.nn.Module
     load_device: torch.device
@@ -134,19 +135,21 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
     return load, offload, storage, compute, operations
 
 
-def manage(module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None,
+def manage(kind: str, module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None,
            full_load: bool = False) -> ManagedModel:
     patcher = module
     if IN_COMFYUI:
         patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
-    return ManagedModel(patcher, module, torch.device(load_device), compute_dtype, handle or module, full_load)
+    return ManagedModel(kind, patcher, module, torch.device(load_device), compute_dtype, handle or module, full_load)
 
 
-def activate(model: ManagedModel, memory_required: int = 0):
-    """Make the stage resident on its load device, with ``memory_required`` bytes free beside it for activations
-    (ComfyUI may unload other models to make room); returns the handle nodes call."""
+def activate(model: ManagedModel, kind: str, memory_required: int = 0):
+    """Make the ``kind`` stage resident on its load device, with ``memory_required`` bytes free beside it for
+    activations (ComfyUI may unload other models to make room); returns the handle nodes call."""
     if not isinstance(model, ManagedModel):
-        raise ValueError(f"expected a model from a Würstchen loader node, got {type(model).__name__}")
+        raise ValueError(f"expected a {kind} from a Würstchen loader node, got {type(model).__name__}")
+    if model.kind != kind:
+        raise ValueError(f"expected a {kind} from a Würstchen loader node, got a {model.kind}")
     if IN_COMFYUI:
         model_management.load_models_gpu([model.patcher], memory_required=memory_required,
                                          force_full_load=model.full_load)

@@ -26,10 +26,10 @@ def load_component(kind: str, name: str, weight_dtype: str):
     load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
     if kind == "text_encoder":
         encoder = load_text_encoder(path, dtype=storage, device=offload_device)
-        return manage(TextEncoderModule(encoder.model), load_device, offload_device, compute, handle=encoder,
+        return manage(kind, TextEncoderModule(encoder.model), load_device, offload_device, compute, handle=encoder,
                       full_load=True)
     module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
-    return manage(module, load_device, offload_device, compute)
+    return manage(kind, module, load_device, offload_device, compute)
 
 
 class _ComponentLoader:

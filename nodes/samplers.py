@@ -82,7 +82,7 @@ class WuerstchenPriorSampler:
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
         pixels = cond.shape[0] * batch_size * (width // 42) * (height // 42)
-        model = activate(prior, memory_required=pixels * PRIOR_BYTES_PER_PIXEL)
+        model = activate(prior, "prior", memory_required=pixels * PRIOR_BYTES_PER_PIXEL)
         if compile:
             compile_denoisers(model)
         embeddings = sample_prior(
@@ -131,7 +131,7 @@ class WuerstchenDecoderSampler:
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
         pixels = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3] * 114  # 10.67² latent pixels each
-        model = activate(decoder, memory_required=pixels * DECODER_BYTES_PER_PIXEL)
+        model = activate(decoder, "decoder", memory_required=pixels * DECODER_BYTES_PER_PIXEL)
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(

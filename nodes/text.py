@@ -25,5 +25,5 @@ class WuerstchenTextEncode:
         }}
 
     def encode(self, text_encoder, text: str):
-        states = activate(text_encoder).encode(text)
+        states = activate(text_encoder, "text_encoder").encode(text)
         return (make_conditioning(states.to(intermediate_device(), torch.float32)),)

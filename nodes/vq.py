@@ -24,7 +24,7 @@ class WuerstchenVQDecode:
     def decode(self, vqgan, samples):
         latents = latent_samples(samples, "B", "samples")
         # One image at a time: its largest activation is (H/2)·(W/2)·768 channels, ×3 live copies, 4 bytes.
-        model = activate(vqgan, memory_required=latents.shape[2] * latents.shape[3] * 4 * 768 * 3 * 4)
+        model = activate(vqgan, "vqgan", memory_required=latents.shape[2] * latents.shape[3] * 4 * 768 * 3 * 4)
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()
@@ -49,7 +49,7 @@ class WuerstchenVQEncode:
         }}
 
     def encode(self, vqgan, image):
-        model = activate(vqgan)
+        model = activate(vqgan, "vqgan")
         pixels = image[..., :3].movedim(-1, 1)
         latents = vq_encode(model, pixels, dtype=vqgan.compute_dtype, device=vqgan.load_device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

@@ -118,3 +118,91 @@ def test_ui_workflows_line_up_with_inputs(name, model_dirs):
         for input_name, value in widgets.items():
             assert api_inputs.get(input_name, value) == value, f"{node['type']}.{input_name}"
 
+
+
+@pytest.fixture(scope="module")
+def staged(demo_models):
+    """Loaded demo stages and one run of each sampler, through the nodes themselves."""
+    import os
+    old = os.environ.get("WUERSTCHEN_MODEL_DIRS")
+    os.environ["WUERSTCHEN_MODEL_DIRS"] = str(demo_models)
+    try:
+        load = lambda node, name: getattr(NODES[node](), NODES[node].FUNCTION)(name, "auto")[0]  # noqa: E731
+        out = dict(prior=load("WuerstchenPriorLoader", "wuerstchen-prior"),
+                   decoder=load("WuerstchenDecoderLoader", "wuerstchen"),
+                   vqgan=load("WuerstchenVQGANLoader", "wuerstchen"),
+                   prior_te=load("WuerstchenTextEncoderLoader", "wuerstchen-prior"),
+                   decoder_te=load("WuerstchenTextEncoderLoader", "wuerstchen"))
+    finally:
+        os.environ.pop("WUERSTCHEN_MODEL_DIRS") if old is None else os.environ.update(WUERSTCHEN_MODEL_DIRS=old)
+    encode = NODES["WuerstchenTextEncode"]().encode
+    out["prior_cond"], out["decoder_cond"] = encode(out["prior_te"], "a horse")[0], encode(out["decoder_te"], "a horse")[0]
+    out["prior_neg"] = encode(out["prior_te"], "")[0]
+    out["stage_c"] = prior_sample(out, seed=1)
+    out["stage_b"] = NODES["WuerstchenDecoderSampler"]().sample(out["decoder"], out["decoder_cond"], out["stage_c"],
+                                                                seed=1, steps=2, cfg=0.0)[0]
+    return out
+
+
+def prior_sample(s, **overrides):
+    args = dict(prior=s["prior"], positive=s["prior_cond"], negative=s["prior_neg"], seed=0, steps=2,
+                schedule="reference", cfg=4.0, width=256, height=256, batch_size=1)
+    return NODES["WuerstchenPriorSampler"]().sample(**{**args, **overrides})[0]
+
+
+def test_wiring_mistakes_give_one_line_node_errors(staged):
+    decoder_sample = NODES["WuerstchenDecoderSampler"]().sample
+    cases = [
+        (lambda: prior_sample(staged, latent=staged["stage_b"], denoise=0.5),
+         "got a Stage B latent (Würstchen decoder / VQ encode output) but this input needs a Stage C latent"),
+        (lambda: prior_sample(staged, positive=staged["decoder_cond"]), "use that stage's text encoder"),
+        (lambda: decoder_sample(staged["decoder"], staged["prior_cond"], staged["stage_c"], seed=0, steps=1, cfg=0.0),
+         "use that stage's text encoder"),
+        (lambda: decoder_sample(staged["decoder"], staged["decoder_cond"], staged["stage_b"], seed=0, steps=1, cfg=0.0),
+         "needs a Stage C latent"),
+        (lambda: NODES["WuerstchenVQDecode"]().decode(staged["vqgan"], {"samples": torch.zeros(1, 4, 32, 32)}),
+         "comes from another model family"),
+        (lambda: prior_sample(staged, positive=[[torch.zeros(1, 77, 48), {"pooled_output": None}]]),
+         "was not made by a Würstchen Text Encode node"),
+        (lambda: prior_sample(staged, width=1000), "width=1000 is not supported"),
+        (lambda: NODES["WuerstchenPriorSampler"]().sample(staged["decoder"], staged["prior_cond"], staged["prior_neg"],
+                                                         0, 2, "reference", 4.0, 256, 256, 1),
+         "expected a prior from a Würstchen loader node, got a decoder"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+    assert "width=1000 is not supported" in NODES["WuerstchenPriorSampler"].VALIDATE_INPUTS(width=1000, height=None)
+    assert NODES["WuerstchenPriorSampler"].VALIDATE_INPUTS(width=None, height=512) is True
+
+
+def test_nodes_leave_their_inputs_unchanged(staged):
+    stage_c = {k: v.clone() if torch.is_tensor(v) else v for k, v in staged["stage_c"].items()}
+    stage_b = {k: v.clone() if torch.is_tensor(v) else v for k, v in staged["stage_b"].items()}
+    cond = staged["decoder_cond"][0][0].clone()
+    prior_sample(staged, latent=staged["stage_c"], denoise=0.5)
+    NODES["WuerstchenDecoderSampler"]().sample(staged["decoder"], staged["decoder_cond"], staged["stage_c"], seed=0,
+                                               steps=2, cfg=2.0, negative=staged["decoder_cond"],
+                                               latent=staged["stage_b"], denoise=0.5)
+    image = NODES["WuerstchenVQDecode"]().decode(staged["vqgan"], staged["stage_b"])[0]
+    NODES["WuerstchenVQEncode"]().encode(staged["vqgan"], image)
+    for before, after in ((stage_c, staged["stage_c"]), (stage_b, staged["stage_b"])):
+        assert before.keys() == after.keys() and torch.equal(before["samples"], after["samples"])
+    assert torch.equal(cond, staged["decoder_cond"][0][0])
+
+
+def test_seed_i_of_a_batch_is_reproducible_alone(staged):
+    batch = prior_sample(staged, seed=5, batch_size=3)["samples"]
+    third = prior_sample(staged, seed=7)["samples"]
+    assert torch.allclose(batch[2:], third, atol=1e-4 * third.abs().max().item())
+    assert not torch.allclose(batch[0], batch[2])
+
+
+def test_outputs_follow_comfyui_data_conventions(staged):
+    image = NODES["WuerstchenVQDecode"]().decode(staged["vqgan"], staged["stage_b"])[0]
+    assert image.shape == (1, 256, 256, 3) and image.dtype == torch.float32 and image.device.type == "cpu"
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert staged["stage_c"]["samples"].shape == (1, 16, 6, 6) and staged["stage_b"]["samples"].shape == (1, 4, 64, 64)
+    encoded = NODES["WuerstchenVQEncode"]().encode(staged["vqgan"], image)[0]
+    assert encoded["samples"].shape == (1, 4, 64, 64) and encoded["wuerstchen_stage"] == "B"
