@@ -123,7 +123,7 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
         auto = mm.vae_dtype(load, [torch.bfloat16, torch.float32])
     else:
         load, offload = mm.get_torch_device(), mm.unet_offload_device()
-        # The prior overflows in fp16 (as Stable Cascade's stage C does); the decoder tolerates it.
+        # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16 and this prior divides by |1 - b|.
         supported = [torch.bfloat16, torch.float32] if kind == "prior" else [torch.bfloat16, torch.float16, torch.float32]
         auto = mm.unet_dtype(load, param_count, supported)
     storage = DTYPES.get(weight_dtype, auto)
