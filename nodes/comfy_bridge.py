@@ -56,30 +56,22 @@ def _is_model_folder(path: Path) -> bool:
 
 
 def list_models() -> list[str]:
-    """Weight files and diffusers folders under the model dirs, as relative paths (what a saved workflow stores)."""
+    """Weight files and diffusers folders under the model dirs, as relative paths (what a saved workflow stores).
+
+    A diffusers folder is listed as one entry; its own files are reached through it, so the walk stops there.
+    """
     names = set()
     for root in model_dirs():
-        if not root.is_dir():
-            continue
-        for path in root.rglob("*"):
-            relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts):
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            here = Path(folder)
+            if here != root and _is_model_folder(here):
+                names.add(here.relative_to(root).as_posix())
+                subfolders[:] = []
                 continue
-            if path.is_file() and path.suffix.lower() in WEIGHT_EXTENSIONS and not _inside_model_folder(path, root):
-                names.add(relative.as_posix())
-            elif path.is_dir() and _is_model_folder(path) and not _inside_model_folder(path, root):
-                names.add(relative.as_posix())
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            names.update((here / f).relative_to(root).as_posix() for f in files
+                         if Path(f).suffix.lower() in WEIGHT_EXTENSIONS and not f.startswith("."))
     return sorted(names)
-
-
-def _inside_model_folder(path: Path, root: Path) -> bool:
-    """Files of a diffusers folder are reached through the folder, not listed one by one."""
-    parent = path.parent
-    while parent != root and root in parent.parents:
-        if _is_model_folder(parent):
-            return True
-        parent = parent.parent
-    return False
 
 
 def resolve_model(name: str) -> Path:

@@ -206,3 +206,15 @@ def test_outputs_follow_comfyui_data_conventions(staged):
     assert staged["stage_c"]["samples"].shape == (1, 16, 6, 6) and staged["stage_b"]["samples"].shape == (1, 4, 64, 64)
     encoded = NODES["WuerstchenVQEncode"]().encode(staged["vqgan"], image)[0]
     assert encoded["samples"].shape == (1, 4, 64, 64) and encoded["wuerstchen_stage"] == "B"
+
+
+def test_model_list_has_files_and_folders_but_not_their_contents(tmp_path, monkeypatch):
+    write_demo_models(tmp_path)
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "prior.safetensors").write_bytes(b"")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x.pt").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a model")
+    monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(tmp_path))
+    names = NODES["WuerstchenVQGANLoader"].INPUT_TYPES()["required"]["vqgan_name"][0]
+    assert names == ["variants/prior.safetensors", "wuerstchen", "wuerstchen-prior"]
