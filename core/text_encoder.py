@@ -138,10 +138,10 @@ def _sibling_tokenizer_dir(encoder_dir: Path) -> Path:
 def _load_model(encoder_dir: Path, *, dtype: torch.dtype, device: torch.device) -> CLIPTextModel:
     config = _read_config(encoder_dir / "config.json")
     weights_file = _find_weights_file(encoder_dir)
-    state_dict = _normalise_keys(read_state_dict(weights_file))
     # Build on the meta device: no random init of a large model that is overwritten anyway.
     with torch.device("meta"):
         model = CLIPTextModel(config)
+    state_dict = _normalise_keys(read_state_dict(weights_file), nested=_is_nested(model))
     _check_keys_and_shapes(model, state_dict, weights_file)
     state_dict = {
         key: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
@@ -175,13 +175,18 @@ def _find_weights_file(encoder_dir: Path) -> Path:
     )
 
 
-def _normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the transformers-4.x layout onto the flat transformers-5.x layout."""
+def _is_nested(model: CLIPTextModel) -> bool:
+    """transformers 4.x nests the text model under ``text_model.``; 5.x is flat."""
+    return any(key.startswith(_LEGACY_PREFIX) for key in model.state_dict())
+
+
+def _normalise_keys(state_dict: dict[str, torch.Tensor], nested: bool = False) -> dict[str, torch.Tensor]:
+    """Map either file layout (4.x ``text_model.``-prefixed or 5.x flat) onto the installed model's layout."""
     normalised = {}
     for key, tensor in state_dict.items():
         flat_key = key.removeprefix(_LEGACY_PREFIX)
         if flat_key != _IGNORED_KEY_SUFFIX:
-            normalised[flat_key] = tensor
+            normalised[_LEGACY_PREFIX + flat_key if nested else flat_key] = tensor
     return normalised
 
 
@@ -228,7 +233,7 @@ def _preview(keys: list[str]) -> str:
 
 def _rebuild_position_ids(model: CLIPTextModel, device: torch.device) -> None:
     # position_ids is a non-persistent buffer, so it is still on the meta device.
-    embeddings = model.embeddings
+    embeddings = getattr(model, "text_model", model).embeddings  # 4.x nests it, 5.x does not
     positions = embeddings.position_embedding.num_embeddings
     embeddings.position_ids = torch.arange(positions, device=device).expand((1, -1))
     tensors = [*model.named_parameters(), *model.named_buffers()]

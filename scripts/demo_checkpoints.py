@@ -63,7 +63,8 @@ def tiny_text_model(hidden_size: int = 32, seed: int = 0):
 
 def legacy_state_dict(model) -> dict[str, torch.Tensor]:
     """The model's weights in the transformers-4.x layout (``text_model.`` prefix), as the hub files have them."""
-    return {f"text_model.{key}": tensor.contiguous() for key, tensor in model.state_dict().items()}
+    return {f"text_model.{key.removeprefix('text_model.')}": tensor.contiguous()  # 4.x keys carry it already
+            for key, tensor in model.state_dict().items()}
 
 
 def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:

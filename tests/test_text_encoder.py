@@ -14,6 +14,11 @@ from fixtures_text import legacy_state_dict, tiny_text_model, write_tiny_text_en
 PROMPTS = ["a horse", "the cat sat on the mat"]
 
 
+def flat_state_dict(model) -> dict:
+    """The transformers-5.x file layout, whichever transformers is installed (4.x nests under text_model.)."""
+    return {key.removeprefix("text_model."): t.clone() for key, t in model.state_dict().items()}
+
+
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory) -> Path:
     return write_tiny_text_encoder(tmp_path_factory.mktemp("pipeline"))
@@ -104,7 +109,8 @@ def test_dtype_argument(pipeline_dir, dtype):
     output = encoder.encode(PROMPTS)
     assert encoder.dtype == dtype and output.dtype == dtype
     assert torch.isfinite(output).all()
-    assert encoder.model.embeddings.position_ids.dtype == torch.int64
+    text_model = getattr(encoder.model, "text_model", encoder.model)  # nested in transformers 4.x, flat in 5.x
+    assert text_model.embeddings.position_ids.dtype == torch.int64
 
 
 # ------------------------------------------------------------------ layouts and files
@@ -118,9 +124,8 @@ def test_text_encoder_folder_with_sibling_tokenizer(encoder, pipeline_dir):
 def test_legacy_and_flat_layouts_give_identical_outputs(pipeline_dir, tmp_path):
     model = tiny_text_model(seed=0)
     legacy_dir = copy_encoder_folder(pipeline_dir, tmp_path / "legacy", legacy_state_dict(model))
-    flat_weights = {key: t.clone() for key, t in model.state_dict().items()}
+    flat_weights = flat_state_dict(model)
     flat_dir = copy_encoder_folder(pipeline_dir, tmp_path / "flat", flat_weights)
-    assert not any(key.startswith("text_model.") for key in flat_weights)  # 5.x is flat
 
     legacy_output = load_text_encoder(legacy_dir).encode(PROMPTS)
     flat_output = load_text_encoder(flat_dir).encode(PROMPTS)
@@ -136,8 +141,8 @@ def test_save_pretrained_output_loads(pipeline_dir, tmp_path, encoder):
 
 @pytest.mark.parametrize("prefix", ["text_model.", ""])
 def test_position_ids_buffer_is_ignored(pipeline_dir, tmp_path, encoder, prefix):
-    flat_weights = tiny_text_model(seed=0).state_dict()
-    weights = {f"{prefix}{key}": t.clone() for key, t in flat_weights.items()}
+    flat_weights = flat_state_dict(tiny_text_model(seed=0))
+    weights = {f"{prefix}{key}": t for key, t in flat_weights.items()}
     weights[f"{prefix}embeddings.position_ids"] = torch.arange(77).expand(1, -1).clone()
     encoder_dir = copy_encoder_folder(pipeline_dir, tmp_path, weights)
     loaded = load_text_encoder(encoder_dir)
