@@ -2,7 +2,7 @@
 and Cancel. Outside ComfyUI (tests, scripts) every function falls back to plain PyTorch.
 """
 
-import logging
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,6 @@ MODEL_FOLDER_KEY = "wuerstchen"
 MODEL_DIRS_ENV = "WUERSTCHEN_MODEL_DIRS"
 WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".pt", ".pth", ".ckpt", ".bin"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-log = logging.getLogger("wuerstchen")
 
 
 # --- model files ---------------------------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
         auto = mm.text_encoder_dtype(load)
     elif kind == "vqgan":
         load, offload = mm.vae_device(), mm.vae_offload_device()
-        auto = mm.vae_dtype(load, [torch.bfloat16, torch.float32])
+        auto = _vae_dtype(load)
     else:
         load, offload = mm.get_torch_device(), mm.unet_offload_device()
         # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16 and this prior divides by |1 - b|.
@@ -122,9 +121,31 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
     if kind == "text_encoder":  # transformers' layers, computed in their storage dtype
         return load, offload, storage, storage, torch.nn
     compute = (mm.unet_manual_cast(storage, load) if kind != "vqgan" else None) or storage
-    # ComfyUI's layer classes, so a partial (low-VRAM) load can stream weights that did not fit.
-    operations = comfy.ops.pick_operations(storage, compute if compute != storage else None)
-    return load, offload, storage, compute, operations
+    return load, offload, storage, compute, _layer_operations(storage, compute)
+
+
+# ComfyUI's API grew during 2024; these pick the newest form the running ComfyUI has.
+
+def _vae_dtype(device) -> torch.dtype:
+    try:
+        return model_management.vae_dtype(device, [torch.bfloat16, torch.float32])
+    except TypeError:  # before mid-2024 vae_dtype took no arguments
+        return model_management.vae_dtype()
+
+
+def _layer_operations(storage: torch.dtype, compute: torch.dtype):
+    """ComfyUI's layer classes, so a partial (low-VRAM) load can stream the weights that did not fit."""
+    pick = getattr(comfy.ops, "pick_operations", None)
+    if pick is not None:
+        return pick(storage, compute if compute != storage else None)
+    return comfy.ops.manual_cast if compute != storage else comfy.ops.disable_weight_init
+
+
+def _load_models_gpu(patcher, memory_required: int, full_load: bool) -> None:
+    options = {"memory_required": memory_required}
+    if full_load and "force_full_load" in inspect.signature(model_management.load_models_gpu).parameters:
+        options["force_full_load"] = True
+    model_management.load_models_gpu([patcher], **options)
 
 
 def manage(kind: str, module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None,
@@ -143,8 +164,7 @@ def activate(model: ManagedModel, kind: str, memory_required: int = 0):
     if model.kind != kind:
         raise ValueError(f"expected a {kind} from a Würstchen loader node, got a {model.kind}")
     if IN_COMFYUI:
-        model_management.load_models_gpu([model.patcher], memory_required=memory_required,
-                                         force_full_load=model.full_load)
+        _load_models_gpu(model.patcher, memory_required, model.full_load)
     else:
         model.module.to(model.load_device)
     return model.handle
