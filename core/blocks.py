@@ -99,9 +99,9 @@ class TimestepBlock(nn.Module):
         return torch.addcmul(b, x, 1 + a)
 
 
-def run_channelwise(mlp: nn.Sequential, h: torch.Tensor, first_linear=None) -> torch.Tensor:
-    """The [Linear, GELU, GRN, Dropout, Linear] MLP on NHWC ``h``, reusing its own intermediates in inference."""
-    h = mlp[0](h) if first_linear is None else first_linear(mlp[0], h)
+def run_channelwise(mlp: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """The [Linear, GELU, GRN, Dropout, Linear] MLP after its first Linear (``h`` is that Linear's NHWC output),
+    reusing its own intermediates in inference."""
     h = mlp[2](gelu_(h), inplace=reuses_buffers())
     return mlp[4](mlp[3](h))
 
@@ -132,7 +132,7 @@ class ResBlock(nn.Module):
         if x_skip is not None:
             x = torch.cat([x, x_skip], dim=1)
         x = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
-        return add_residual(run_channelwise(self.channelwise, x).permute(0, 3, 1, 2), x_res)
+        return add_residual(run_channelwise(self.channelwise, self.channelwise[0](x)).permute(0, 3, 1, 2), x_res)
 
 
 class ResBlockStageB(nn.Module):
@@ -147,37 +147,51 @@ class ResBlockStageB(nn.Module):
         self.channelwise = _channelwise_mlp(c + c_skip, c, dropout, dtype, device, operations)
 
     def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None,
-                effnet: "EffnetSkip | None" = None) -> torch.Tensor:
+                effnet: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``effnet`` is this block's (pixels, folded weight, folded bias) from an ``EffnetCache``."""
         x_res = x
         h = self.norm(self.depthwise(x))
         if x_skip is not None:
             h = torch.cat([h, x_skip], dim=1)
-        h = run_channelwise(self.channelwise, h.permute(0, 2, 3, 1), effnet.first_linear if effnet else None)
+        h = h.permute(0, 2, 3, 1)
+        if effnet is None:
+            h = self.channelwise[0](h)
+        else:
+            pixels, folded_weight, folded_bias = effnet
+            weight = cast_like(self.channelwise[0].weight, h)
+            h = F.linear(h, weight[:, :h.shape[-1]], folded_bias).add_(F.linear(pixels, folded_weight))
+        h = run_channelwise(self.channelwise, h)
         return add_residual(h.permute(0, 3, 1, 2), x_res)
 
 
-class EffnetSkip:
-    """The effnet skip of a decoder level, kept at its 16 input channels.
+class EffnetCache:
+    """The decoder's effnet skips for one sampling run, kept at their 16 input channels.
 
-    The reference maps the resized effnet to c_cond (1024) channels with a 1×1 conv and concatenates that to every
-    C block's first Linear. Both maps are linear per pixel, so we fold the conv into the Linear's effnet columns:
-    W_e·(M·e + b_M) = (W_e·M)·e + W_e·b_M. That turns a (4c × 1024) matmul per pixel into a (4c × 16) one.
+    The reference resizes the effnet to each level, maps it to c_cond (1024) channels with a 1×1 conv and
+    concatenates that to every C block's first Linear. Both maps are linear per pixel, so the conv folds into the
+    Linear's effnet columns: W_e·(M·e + b_M) = (W_e·M)·e + W_e·b_M, a (4c × 16) matmul per pixel instead of a
+    (4c × 1024) one. The effnet is the same at every step, so resizing and folding happen once per run.
     """
 
-    def __init__(self, resized: torch.Tensor, mapper: nn.Module):
-        self.pixels = resized.permute(0, 2, 3, 1)  # (B, H, W, 16)
-        self.mapper = mapper
+    def __init__(self, effnet: torch.Tensor):
+        self.effnet = effnet
+        self._pixels, self._folded = {}, {}
 
-    def first_linear(self, linear: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        weight, bias = cast_like(linear.weight, h), cast_like(linear.bias, h)
-        own = h.shape[-1]
-        map_weight = cast_like(self.mapper.weight, h).flatten(1)  # (c_cond, 16)
-        map_bias = cast_like(self.mapper.bias, h)
-        effnet_weight = weight[:, own:]
-        folded_weight = effnet_weight @ map_weight
-        folded_bias = torch.addmv(bias, effnet_weight, map_bias)
-        out = F.linear(h, weight[:, :own], folded_bias)
-        return out.add_(F.linear(self.pixels, folded_weight))
+    def for_block(self, block: "ResBlockStageB", mapper: nn.Module, size) -> tuple:
+        size = tuple(size)
+        if size not in self._pixels:  # the bicubic-antialias resampling runs in fp32 on purpose, as in the reference
+            resized = F.interpolate(self.effnet.float(), size=size, mode="bicubic", antialias=True, align_corners=True)
+            self._pixels[size] = resized.to(self.effnet.dtype).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 16)
+        if block not in self._folded:
+            self._folded[block] = self._fold(block.channelwise[0], mapper, self.effnet)
+        return (self._pixels[size], *self._folded[block])
+
+    @staticmethod
+    def _fold(linear: nn.Module, mapper: nn.Module, like: torch.Tensor):
+        weight, bias = cast_like(linear.weight, like), cast_like(linear.bias, like)
+        map_weight, map_bias = cast_like(mapper.weight, like).flatten(1), cast_like(mapper.bias, like)
+        effnet_weight = weight[:, weight.shape[1] - map_weight.shape[0]:]
+        return effnet_weight @ map_weight, torch.addmv(bias, effnet_weight, map_bias)
 
 
 class Attention(nn.Module):

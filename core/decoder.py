@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import (AttnBlock, ConditioningCache, EffnetSkip, LayerNorm2d, ResBlockStageB, TimestepBlock,
+from .blocks import (AttnBlock, ConditioningCache, EffnetCache, LayerNorm2d, ResBlockStageB, TimestepBlock,
                      cache_conditioning, run_block, timestep_embedding)
 
 
@@ -88,17 +88,11 @@ class StageBDecoder(nn.Module):
             nn.PixelShuffle(patch_size),
         )
 
-    def _effnet_skip(self, mapper: nn.Module | None, effnet: torch.Tensor, x: torch.Tensor) -> EffnetSkip | None:
-        """Effnet resampled to this level's size; the bicubic-antialias resampling runs in fp32 on purpose."""
-        if mapper is None:
-            return None
-        resized = F.interpolate(effnet.float(), size=x.shape[-2:], mode="bicubic", antialias=True, align_corners=True)
-        return EffnetSkip(resized.to(effnet.dtype).contiguous(memory_format=torch.channels_last), mapper)
-
-    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet_skip, level_skip=None):
+    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet: EffnetCache, mapper, level_skip=None):
         for block in level:
             if isinstance(block, ResBlockStageB):
-                x = block(x, level_skip, effnet_skip)
+                skip = effnet.for_block(block, mapper, x.shape[-2:]) if mapper is not None else None
+                x = block(x, level_skip, skip)
                 level_skip = None
             else:
                 x = run_block(block, x, r_embed, clip)
@@ -108,13 +102,19 @@ class StageBDecoder(nn.Module):
         """What ``forward`` needs of the text states ``clip``, computed once for all steps of a run."""
         return cache_conditioning(self, F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6))
 
-    def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor,
+    def cache_effnet(self, effnet: torch.Tensor) -> EffnetCache:
+        """What ``forward`` needs of the image embeddings, computed once for all steps of a run."""
+        return EffnetCache(effnet)
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor | EffnetCache,
                 clip: torch.Tensor | ConditioningCache | None = None, eps: float = 1e-3) -> torch.Tensor:
         """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states
-        (B,77,clip_embd) or their ``cache_conditioning``."""
+        (B,77,clip_embd), or their ``cache_effnet`` / ``cache_conditioning``."""
         r_embed = timestep_embedding(r, self.c_r)
         if clip is not None and not isinstance(clip, ConditioningCache):
             clip = self.cache_conditioning(clip)
+        if not isinstance(effnet, EffnetCache):
+            effnet = self.cache_effnet(effnet)
         x_in = x
         # Channels-last keeps every NCHW ↔ NHWC permute in the blocks a free view.
         x = self.embedding(x.contiguous(memory_format=torch.channels_last))
@@ -124,17 +124,16 @@ class StageBDecoder(nn.Module):
             if i > 0:
                 x = level[0](x)
                 level = level[1:]
-            x = self._run_level(level, x, r_embed, clip, self._effnet_skip(self.effnet_mappers[i], effnet, x))
+            x = self._run_level(level, x, r_embed, clip, effnet, self.effnet_mappers[i])
             level_outputs.insert(0, x)
 
         x = level_outputs[0]
         n_levels = len(self.down_blocks)
         for k, level in enumerate(self.up_blocks):
-            effnet_skip = self._effnet_skip(self.effnet_mappers[n_levels + k], effnet, x)
             level_skip = level_outputs[k] if k > 0 else None
             upscaler = level[-1] if k < n_levels - 1 else None
             blocks = level[:-1] if upscaler is not None else level
-            x = self._run_level(blocks, x, r_embed, clip, effnet_skip, level_skip)
+            x = self._run_level(blocks, x, r_embed, clip, effnet, self.effnet_mappers[n_levels + k], level_skip)
             if upscaler is not None:
                 x = upscaler(x)
 

@@ -186,6 +186,7 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
     if cfg > 1.0:
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
     conditioning = decoder.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
+    effnet = decoder.cache_effnet(effnet)
     if init_latent is not None:
         check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
         init_latent = _repeat_for_batch("decoder init latent", init_latent, batch, "latents")
