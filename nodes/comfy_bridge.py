@@ -3,6 +3,7 @@ and Cancel. Outside ComfyUI (tests, scripts) every function falls back to plain 
 """
 
 import inspect
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,26 +51,49 @@ def model_dirs() -> list[Path]:
     return [Path(d) for d in dirs]
 
 
+# What a diffusers folder holds for each loader: a pipeline sub-folder, or the class named in its own config.json.
+FOLDER_CONTENTS = {
+    "prior": (("prior", "prior_prior"), {"WuerstchenPrior"}),
+    "decoder": (("decoder",), {"WuerstchenDiffNeXt"}),
+    "vqgan": (("vqgan",), {"PaellaVQModel"}),
+    "text_encoder": (("text_encoder",), {"CLIPTextModel"}),
+}
+
+
 def _is_model_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() or (path / "config.json").is_file()
 
 
-def list_models() -> list[str]:
-    """Weight files and diffusers folders under the model dirs, as relative paths (what a saved workflow stores).
+def _folder_holds(path: Path, kind: str) -> bool:
+    subfolders, classes = FOLDER_CONTENTS[kind]
+    if any((path / name).is_dir() for name in subfolders):
+        return True
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(({config.get("_class_name")} | set(config.get("architectures") or [])) & classes)
 
-    A diffusers folder is listed as one entry; its own files are reached through it, so the walk stops there.
+
+def list_models(kind: str) -> list[str]:
+    """What the ``kind`` loader can load, as paths relative to the model dirs (what a saved workflow stores):
+    diffusers folders holding that component, and weight files (the text encoder needs its folder and tokenizer).
+
+    A diffusers folder is one entry; its own files are reached through it, so the walk stops there.
     """
     names = set()
     for root in model_dirs():
         for folder, subfolders, files in os.walk(root, followlinks=True):
             here = Path(folder)
             if here != root and _is_model_folder(here):
-                names.add(here.relative_to(root).as_posix())
+                if _folder_holds(here, kind):
+                    names.add(here.relative_to(root).as_posix())
                 subfolders[:] = []
                 continue
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-            names.update((here / f).relative_to(root).as_posix() for f in files
-                         if Path(f).suffix.lower() in WEIGHT_EXTENSIONS and not f.startswith("."))
+            if kind != "text_encoder":
+                names.update((here / f).relative_to(root).as_posix() for f in files
+                             if Path(f).suffix.lower() in WEIGHT_EXTENSIONS and not f.startswith("."))
     return sorted(names)
 
 

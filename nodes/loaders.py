@@ -40,7 +40,7 @@ class _ComponentLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            cls.INPUT_NAME: (list_models(), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
+            cls.INPUT_NAME: (list_models(cls.KIND), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
                                                         f"models/diffusers. {cls.FILES}"}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
         }}

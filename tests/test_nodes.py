@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import shutil
 
 import pytest
 import torch
@@ -62,9 +63,15 @@ def test_v1_contract(node_id, model_dirs):
         assert parameters[name].default is not inspect.Parameter.empty, f"optional {name} needs a default"
 
 
-def test_loaders_list_the_demo_folders(model_dirs):
-    names = NODES["WuerstchenPriorLoader"].INPUT_TYPES()["required"]["prior_name"][0]
-    assert names == ["wuerstchen", "wuerstchen-prior"]
+DEMO_CHOICES = {("WuerstchenPriorLoader", "prior_name"): ["wuerstchen-prior"],
+                ("WuerstchenDecoderLoader", "decoder_name"): ["wuerstchen"],
+                ("WuerstchenVQGANLoader", "vqgan_name"): ["wuerstchen"],
+                ("WuerstchenTextEncoderLoader", "clip_name"): ["wuerstchen", "wuerstchen-prior"]}
+
+
+def test_loaders_list_the_demo_folders_that_hold_their_component(model_dirs):
+    for (node, input_name), expected in DEMO_CHOICES.items():
+        assert NODES[node].INPUT_TYPES()["required"][input_name][0] == expected, node
 
 
 def run_example(name, **overrides):
@@ -215,6 +222,10 @@ def test_model_list_has_files_and_folders_but_not_their_contents(tmp_path, monke
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "x.pt").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "components").mkdir()
+    shutil.copytree(tmp_path / "wuerstchen" / "vqgan", tmp_path / "components" / "my-vqgan")
     monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(tmp_path))
     names = NODES["WuerstchenVQGANLoader"].INPUT_TYPES()["required"]["vqgan_name"][0]
-    assert names == ["variants/prior.safetensors", "wuerstchen", "wuerstchen-prior"]
+    assert names == ["components/my-vqgan", "variants/prior.safetensors", "wuerstchen"]
+    assert NODES["WuerstchenTextEncoderLoader"].INPUT_TYPES()["required"]["clip_name"][0] == \
+        ["wuerstchen", "wuerstchen-prior"]  # a text encoder needs its folder with the tokenizer, not a lone file
