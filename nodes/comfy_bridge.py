@@ -124,7 +124,7 @@ class ManagedModel:
     full_load: bool = False
 
 
-def placement(kind: str, weight_dtype: str, param_count: int = 0):
+def placement(kind: str, weight_dtype: str):
     """(load device, offload device, storage dtype, compute dtype, operations) for a stage, as ComfyUI would pick."""
     if not IN_COMFYUI:
         dtype = DTYPES.get(weight_dtype, torch.float32)
@@ -140,7 +140,7 @@ def placement(kind: str, weight_dtype: str, param_count: int = 0):
         load, offload = mm.get_torch_device(), mm.unet_offload_device()
         # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16 and this prior divides by |1 - b|.
         supported = [torch.bfloat16, torch.float32] if kind == "prior" else [torch.bfloat16, torch.float16, torch.float32]
-        auto = mm.unet_dtype(load, param_count, supported)
+        auto = mm.unet_dtype(load, supported_dtypes=supported)
     storage = DTYPES.get(weight_dtype, auto)
     if kind == "text_encoder":  # transformers' layers, computed in their storage dtype
         return load, offload, storage, storage, torch.nn

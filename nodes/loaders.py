@@ -33,7 +33,7 @@ def load_component(kind: str, name: str, weight_dtype: str):
 
 
 class _ComponentLoader:
-    KIND = INPUT_NAME = WHAT = FILES = ""
+    KIND = INPUT_NAME = FILES = ""
     CATEGORY = "loaders/wuerstchen"
     FUNCTION = "load"
 
