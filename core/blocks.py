@@ -33,6 +33,20 @@ def reuses_buffers() -> bool:
     return not torch.is_grad_enabled()
 
 
+def repeat_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` repeated along the batch to ``rows`` rows ([t; t; …]).
+
+    Classifier-free guidance runs the same latents under k conditionings: a denoiser given latents with 1/k of the
+    conditioning's rows works on them once for as long as they are shared, and repeats them where they part.
+    """
+    if t.shape[0] == rows:
+        return t
+    if rows % t.shape[0]:
+        raise ValueError(f"a batch of {t.shape[0]} latents cannot be shared by {rows} conditioning rows; "
+                         f"give as many rows, or a multiple of them")
+    return t.repeat(rows // t.shape[0], *([1] * (t.dim() - 1)))
+
+
 def gelu_(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU, in place on the intermediate ``x`` when buffers may be reused."""
     return torch.ops.aten.gelu_(x) if reuses_buffers() else F.gelu(x)
@@ -206,10 +220,14 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([operations.Linear(c, c, dtype=dtype, device=device), nn.Dropout(dropout)])
 
     def forward(self, x: torch.Tensor, extra_keys: torch.Tensor, extra_values: torch.Tensor) -> torch.Tensor:
-        """Tokens ``x`` attend to themselves and to already projected extra tokens (image tokens first)."""
-        keys = torch.cat([self.to_k(x), extra_keys], dim=1)
-        values = torch.cat([self.to_v(x), extra_values], dim=1)
-        out = attention(self.to_q(x), keys, values, self.heads)
+        """Tokens ``x`` attend to themselves and to already projected extra tokens (image tokens first).
+
+        The extra tokens may have k times the rows of ``x`` (shared latents under guidance, see ``repeat_rows``).
+        """
+        rows = extra_keys.shape[0]
+        keys = torch.cat([repeat_rows(self.to_k(x), rows), extra_keys], dim=1)
+        values = torch.cat([repeat_rows(self.to_v(x), rows), extra_values], dim=1)
+        out = attention(repeat_rows(self.to_q(x), rows), keys, values, self.heads)
         return self.to_out[1](self.to_out[0](out))
 
 
@@ -240,7 +258,8 @@ class AttnBlock(nn.Module):
         batch, channels, height, width = x.shape
         tokens = self.norm(x).view(batch, channels, height * width).transpose(1, 2)
         out = self.attention(tokens, keys, values)
-        return add_residual(out.transpose(1, 2).reshape(batch, channels, height, width), x)
+        out = out.transpose(1, 2).reshape(out.shape[0], channels, height, width)
+        return add_residual(out, repeat_rows(x, out.shape[0]))
 
 
 def run_block(block: nn.Module, x: torch.Tensor, r_embed: torch.Tensor, conditioning: ConditioningCache):

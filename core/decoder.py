@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import (AttnBlock, ConditioningCache, EffnetCache, LayerNorm2d, ResBlockStageB, TimestepBlock,
-                     cache_conditioning, run_block, timestep_embedding)
+                     cache_conditioning, repeat_rows, run_block, timestep_embedding)
 
 
 def _make_block(letter: str, c: int, c_cond: int, c_r: int, nhead: int, c_skip: int, kernel_size: int,
@@ -109,15 +109,19 @@ class StageBDecoder(nn.Module):
     def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor | EffnetCache,
                 clip: torch.Tensor | ConditioningCache | None = None, eps: float = 1e-3) -> torch.Tensor:
         """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states
-        (B,77,clip_embd), or their ``cache_effnet`` / ``cache_conditioning``."""
-        r_embed = timestep_embedding(r, self.c_r)
+        (B,77,clip_embd), or their ``cache_effnet`` / ``cache_conditioning``.
+
+        Under classifier-free guidance the conditioning may hold k times the rows of ``x`` and ``r`` (shared
+        latents, see ``repeat_rows``); the output then has as many rows as the conditioning.
+        """
         if clip is not None and not isinstance(clip, ConditioningCache):
             clip = self.cache_conditioning(clip)
         if not isinstance(effnet, EffnetCache):
             effnet = self.cache_effnet(effnet)
-        x_in = x
+        rows = effnet.effnet.shape[0]
+        x_in, r_embed = repeat_rows(x, rows), repeat_rows(timestep_embedding(r, self.c_r), rows)
         # Channels-last keeps every NCHW ↔ NHWC permute in the blocks a free view.
-        x = self.embedding(x.contiguous(memory_format=torch.channels_last))
+        x = repeat_rows(self.embedding(x.contiguous(memory_format=torch.channels_last)), rows)
 
         level_outputs = []
         for i, level in enumerate(self.down_blocks):

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import (AttnBlock, ConditioningCache, LayerNorm2d, ResBlock, TimestepBlock, cache_conditioning,
-                     run_block, timestep_embedding)
+                     repeat_rows, run_block, timestep_embedding)
 
 
 class StageCPrior(nn.Module):
@@ -35,12 +35,17 @@ class StageCPrior(nn.Module):
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor | ConditioningCache) -> torch.Tensor:
         """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)
-        or their ``cache_conditioning``."""
+        or their ``cache_conditioning``.
+
+        Under classifier-free guidance ``c`` may hold k·B rows ([cond; uncond]) for B shared latents: the blocks
+        before the first attention then run once instead of k times, and the output has k·B rows.
+        """
         x_in = x
         x = self.projection(x.contiguous(memory_format=torch.channels_last))
         conditioning = c if isinstance(c, ConditioningCache) else self.cache_conditioning(c)
         r_embed = timestep_embedding(r, self.c_r)
         for block in self.blocks:
             x = run_block(block, x, r_embed, conditioning)
+            r_embed = repeat_rows(r_embed, x.shape[0])
         a, b = self.out(x).chunk(2, dim=1)
-        return (x_in - a) / ((1 - b).abs() + 1e-5)
+        return (repeat_rows(x_in, x.shape[0]) - a) / ((1 - b).abs() + 1e-5)

@@ -90,11 +90,10 @@ def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) 
     use_cfg = cfg > 1.0
     for i in range(steps):
         ratio = grid[i].expand(batch).to(dtype)
+        eps = model_fn(latents, ratio)  # under CFG the denoiser shares the latents and returns [cond; uncond]
         if use_cfg:
-            eps_cond, eps_uncond = model_fn(torch.cat([latents, latents]), torch.cat([ratio, ratio])).chunk(2)
+            eps_cond, eps_uncond = eps.chunk(2)
             eps = torch.lerp(eps_uncond, eps_cond, cfg)
-        else:
-            eps = model_fn(latents, ratio)
         latents = scheduler.step(eps, ratio, grid[i + 1].expand(batch), latents, step_noise[i].to(eps.dtype))
         if callback is not None:
             callback(i, steps, latents)

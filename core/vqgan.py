@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import cast_like, gelu_, reuses_buffers
+from .pixel_chunks import map_pixels
 
 # Stage B latents live in VQ-encoder space divided by this factor.
 VQ_SCALE_FACTOR = 0.3764
@@ -33,8 +34,11 @@ class MixingResidualBlock(nn.Module):
         g = cast_like(self.gammas, x)
         x = _addcmul_into(x, self.depthwise(_addcmul_into(g[1], _channel_layer_norm(x), 1 + g[0])), g[2])
         h = _addcmul_into(g[4], _channel_layer_norm(x), 1 + g[3]).permute(0, 2, 3, 1)
-        h = self.channelwise[2](gelu_(self.channelwise[0](h))).permute(0, 3, 1, 2)
+        h = map_pixels(self._channelwise, h, self.channelwise[0].out_features).permute(0, 3, 1, 2)
         return _addcmul_into(x, h, g[5])
+
+    def _channelwise(self, h: torch.Tensor) -> torch.Tensor:
+        return self.channelwise[2](gelu_(self.channelwise[0](h)))
 
 
 def _addcmul_into(base: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

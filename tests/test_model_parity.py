@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core import PaellaVQ, StageBDecoder, StageCPrior
+from core import PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks
 from core.blocks import timestep_embedding
 from tiny import TINY_DECODER, TINY_PRIOR, TINY_VQGAN, reference_models, twin
 
@@ -51,7 +51,31 @@ def test_decoder_forward_matches(pairs, hw):
 
 
 @torch.no_grad()
-def test_vqgan_encode_decode_match(pairs):
+def test_guidance_shares_latents(pairs):
+    """Latents shared by [cond; uncond] conditioning rows give the reference's output for the repeated batch."""
+    gen = torch.Generator().manual_seed(5)
+    prior, ref_prior = pairs["prior"]
+    x, r = torch.randn(1, 16, 4, 5, generator=gen), torch.tensor([0.6])
+    c = torch.randn(2, 77, TINY_PRIOR["c_cond"], generator=gen)
+    expected = ref_prior(x.repeat(2, 1, 1, 1), r.repeat(2), c)
+    assert max_diff(prior(x, r, prior.cache_conditioning(c)), expected) < TOL * max(1.0, expected.abs().max().item())
+
+    decoder, ref_decoder = pairs["decoder"]
+    x, effnet = torch.randn(2, 4, 16, 24, generator=gen), torch.randn(2, 16, 3, 4, generator=gen)
+    effnet = torch.cat([effnet, torch.zeros_like(effnet)])
+    clip = torch.randn(4, 77, TINY_DECODER["clip_embd"], generator=gen)
+    expected = ref_decoder(x.repeat(2, 1, 1, 1), torch.tensor([0.6, 0.2]).repeat(2), effnet, clip)
+    assert max_diff(decoder(x, torch.tensor([0.6, 0.2]), effnet, clip), expected) < TOL * max(1.0, expected.abs().max().item())
+
+    with pytest.raises(ValueError, match="2 latents cannot be shared by 3 conditioning rows"):
+        prior(torch.randn(2, 16, 4, 5), torch.tensor([0.6, 0.6]), torch.randn(3, 77, TINY_PRIOR["c_cond"]))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("chunk", [None, 64], ids=["whole", "chunked"])
+def test_vqgan_encode_decode_match(pairs, chunk, monkeypatch):
+    if chunk:  # the 384- and 96-pixel levels both run in chunks, the last one partial
+        monkeypatch.setattr(pixel_chunks, "CPU_CHUNK_PIXELS", chunk)
     ours, ref = pairs["vqgan"]
     images = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
     latents = ref.encode(images).latents
