@@ -7,6 +7,7 @@
 Prints a markdown table: per-stage seconds (median of --repeats after a warm-up), total, peak memory, the largest
 absolute difference of the final image from diffusers' (and from our fp32 run when --dtype is not fp32), FLOPs
 and, with --matmul-rate, the fraction of the measured matmul rate. Random weights: nothing is downloaded.
+On the CPU the systems take turns repeat by repeat (see ``run_interleaved``); on a GPU each runs on its own.
 diffusers is the reference here only; the pack never imports it.
 """
 
@@ -95,9 +96,12 @@ class Run:
     def __init__(self, name):
         self.name, self.prior, self.decoder, self.peak, self.images, self.warmup = name, [], [], None, None, None
 
+    @property
+    def total(self):
+        return statistics.median(self.prior) + statistics.median(self.decoder)
+
     def row(self, flops, matmul_rate, reference_images, fp32_images):
-        prior, decoder = statistics.median(self.prior), statistics.median(self.decoder)
-        total = prior + decoder
+        prior, decoder, total = statistics.median(self.prior), statistics.median(self.decoder), self.total
         cells = [self.name, f"{prior:.3f}", f"{decoder:.3f}", f"{total:.3f}",
                  f"{self.peak / 2**30:.2f} GiB" if self.peak is not None else "–",
                  f"{(self.images - reference_images).abs().max().item():.1e}" if reference_images is not None else "–",
@@ -109,6 +113,7 @@ class Run:
 
 
 def run_system(name, generate, args, device):
+    """Warm-up, then --repeats timed runs of one system on its own (on a GPU its peak memory is its own)."""
     run = Run(name)
     _, run.warmup = timed(lambda: generate(run, warmup=True), device)
     if device.type == "cuda":
@@ -118,6 +123,21 @@ def run_system(name, generate, args, device):
     if device.type == "cuda":
         run.peak = torch.cuda.max_memory_allocated()
     return run
+
+
+def run_interleaved(systems, args, device):
+    """Warm-ups, then the systems take turns, repeat by repeat.
+
+    A shared CPU VM's speed drifts by 10–30 % over seconds to minutes; in turns, every system sees the same drift,
+    so the per-repeat ratios stay fair where back-to-back blocks of repeats would not.
+    """
+    runs = [(Run(name), generate) for name, generate in systems]
+    for run, generate in runs:
+        _, run.warmup = timed(lambda: generate(run, warmup=True), device)
+    for _ in range(args.repeats):
+        for run, generate in runs:
+            run.images = generate(run, warmup=False)
+    return [run for run, _ in runs]
 
 
 def diffusers_generate(reference, encoders, args, device, dtype, mode):
@@ -256,16 +276,18 @@ def main(argv=None):
     flops = count_flops(ours, encoders, args, dtype)
     rate = matmul_rate(device, dtype) if args.matmul_rate else None
 
-    runs = []
-    for mode in [m for m in args.diffusers_modes.split(",") if m and m != "none"]:
-        runs.append(run_system(f"diffusers {mode}", diffusers_generate(reference, encoders, args, device, dtype, mode),
-                               args, device))
     fp32_images = None
     if dtype != torch.float32:
         fp32_images = run_system("ours fp32", ours_generate(ours, encoders, args, device, torch.float32, "eager"),
                                  types.SimpleNamespace(**{**vars(args), "repeats": 1}), device).images
-    for mode in args.ours_modes.split(","):
-        runs.append(run_system(f"ours {mode}", ours_generate(ours, encoders, args, device, dtype, mode), args, device))
+    systems = [(f"diffusers {mode}", lambda mode=mode: diffusers_generate(reference, encoders, args, device, dtype, mode))
+               for mode in args.diffusers_modes.split(",") if mode and mode != "none"]
+    systems += [(f"ours {mode}", lambda mode=mode: ours_generate(ours, encoders, args, device, dtype, mode))
+                for mode in args.ours_modes.split(",")]
+    if device.type == "cpu":  # all systems resident at once; their turns interleave
+        runs = run_interleaved([(name, make()) for name, make in systems], args, device)
+    else:  # one system on the device at a time, so that each peak memory is its own
+        runs = [run_system(name, make(), args, device) for name, make in systems]
 
     reference_images = runs[0].images if runs[0].name.startswith("diffusers") else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -279,10 +301,11 @@ def main(argv=None):
     for run in runs:
         print(run.row(flops, rate, reference_images, fp32_images))
     if reference_images is not None:
+        base = runs[0]
         for run in runs[1:]:
-            speedup = (statistics.median(runs[0].prior) + statistics.median(runs[0].decoder)) / \
-                      (statistics.median(run.prior) + statistics.median(run.decoder))
-            print(f"{run.name}: {speedup:.2f}× {runs[0].name}")
+            ratios = sorted((bp + bd) / (p + d) for bp, bd, p, d in zip(base.prior, base.decoder, run.prior, run.decoder))
+            print(f"{run.name}: {base.total / run.total:.2f}× {base.name} (ratio of medians; "
+                  f"per-repeat ratios {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import attention
+from .pixel_chunks import spatial_sum_of_squares
 
 
 def cast_like(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +96,7 @@ class GlobalResponseNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        # ‖x‖₂ over H, W, accumulated in fp32 (no fp16 overflow); torch.norm's CPU kernel is ~8× slower here.
-        agg_norm = x.float().square().sum(dim=(1, 2), keepdim=True).sqrt().to(x.dtype)
+        agg_norm = spatial_sum_of_squares(x).sqrt().to(x.dtype)  # ‖x‖₂ over H and W
         stand_div_norm = agg_norm / (agg_norm.mean(dim=-1, keepdim=True) + 1e-6)
         # γ·(x·N) + β + x as one pass over the large tensor: β + x·(1 + γ·N)
         scale = 1 + cast_like(self.gamma, x) * stand_div_norm
@@ -164,16 +164,16 @@ class ResBlockStageB(nn.Module):
                 effnet: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``effnet`` is this block's (pixels, folded weight, folded bias) from an ``EffnetCache``."""
         x_res = x
-        h = self.norm(self.depthwise(x))
-        if x_skip is not None:
-            h = torch.cat([h, x_skip], dim=1)
-        h = h.permute(0, 2, 3, 1)
+        h = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
+        if x_skip is not None:  # joined channels-last, so that the Linear reads contiguous rows
+            h = torch.cat([h, x_skip.permute(0, 2, 3, 1)], dim=-1)
         if effnet is None:
             h = self.channelwise[0](h)
         else:
             pixels, folded_weight, folded_bias = effnet
             weight = cast_like(self.channelwise[0].weight, h)
-            h = F.linear(h, weight[:, :h.shape[-1]], folded_bias).add_(F.linear(pixels, folded_weight))
+            h = F.linear(h, weight[:, :h.shape[-1]], folded_bias)
+            h.view(-1, h.shape[-1]).addmm_(pixels.view(-1, pixels.shape[-1]), folded_weight.t())
         h = run_channelwise(self.channelwise, h)
         return add_residual(h.permute(0, 3, 1, 2), x_res)
 
