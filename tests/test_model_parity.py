@@ -24,9 +24,17 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
+@pytest.fixture(params=["whole", "pieces"])
+def temporaries(request, monkeypatch):
+    """Both ways the CPU makes large temporaries: at once, and in pieces (GRN sums ~1 MB at a time)."""
+    if request.param == "pieces":
+        monkeypatch.setattr(pixel_chunks, "CPU_TEMPORARY_BYTES", 2048)  # a few rows a piece, the last one partial
+    return request.param
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("hw", [(6, 6), (4, 7)])
-def test_prior_forward_matches(pairs, hw):
+def test_prior_forward_matches(pairs, hw, temporaries):
     ours, ref = pairs["prior"]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 16, *hw, generator=gen)
@@ -38,7 +46,7 @@ def test_prior_forward_matches(pairs, hw):
 
 @torch.no_grad()
 @pytest.mark.parametrize("hw", [(32, 32), (24, 40)])
-def test_decoder_forward_matches(pairs, hw):
+def test_decoder_forward_matches(pairs, hw, temporaries):
     ours, ref = pairs["decoder"]
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 4, *hw, generator=gen)
@@ -110,3 +118,11 @@ def test_autograd_path_matches_inference_path(pairs):
         out.square().mean().backward()
         assert torch.allclose(out.detach(), expected, atol=TOL * max(1.0, expected.abs().max().item()))
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_spatial_sum_of_squares_in_pieces_is_the_plain_sum(monkeypatch):
+    x = torch.randn(2, 5, 7, 48, generator=torch.Generator().manual_seed(6))
+    expected = x.square().sum(dim=(1, 2), keepdim=True)
+    monkeypatch.setattr(pixel_chunks, "CPU_TEMPORARY_BYTES", 3 * 2 * 48 * 4)  # 3 rows a piece: 12 pieces, last of 2
+    assert torch.allclose(pixel_chunks.spatial_sum_of_squares(x), expected, rtol=1e-6)
+    assert torch.allclose(pixel_chunks.spatial_sum_of_squares(x.half()), expected, rtol=1e-2)
