@@ -256,7 +256,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels (multiple of 128)")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (a multiple of 128 from 256 to 4096)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
