@@ -304,8 +304,8 @@ def main(argv=None):
         base = runs[0]
         for run in runs[1:]:
             ratios = sorted((bp + bd) / (p + d) for bp, bd, p, d in zip(base.prior, base.decoder, run.prior, run.decoder))
-            print(f"{run.name}: {base.total / run.total:.2f}× {base.name} (ratio of medians; "
-                  f"per-repeat ratios {', '.join(f'{r:.2f}' for r in ratios)})")
+            print(f"{run.name}: {base.total / run.total:.2f}× {base.name} (ratio of median totals); per-repeat "
+                  f"ratios {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")
 
 
 if __name__ == "__main__":

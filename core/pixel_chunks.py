@@ -1,14 +1,12 @@
 """Work over large channels-last feature maps in pieces, so that no large temporary is made on the CPU.
 
 On the CPU every fresh multi-MB temporary costs page faults: glibc hands such blocks back to the OS when they are
-freed at the top of its heap, and the next one is faulted in again, page by page (a third of the prior's time on
-the 2-core VM of docs/performance.md, before these helpers).
+freed at the top of its heap, and the next one is faulted in again, page by page.
 
-Per-pixel MLPs (``map_pixels``): 
-the VQGAN's channel-wise MLPs widen every pixel 4× between two Linears; at 1024² that hidden tensor is hundreds of
-MB. On the CPU, running 4096 pixels at a time keeps it in cache from the first Linear through GELU to the second
-(same arithmetic, no fresh large allocations). On accelerators the chunks are large enough to change nothing at
-usual sizes; they only bound peak memory at very large images.
+Per-pixel MLPs (``map_pixels``): the VQGAN's channel-wise MLPs widen every pixel 4× between two Linears; at
+1024² that hidden tensor is hundreds of MB. On the CPU, running 4096 pixels at a time keeps it in cache from the
+first Linear through GELU to the second (same arithmetic, no fresh large allocations). On accelerators the chunks
+are large enough to change nothing at usual sizes; they only bound peak memory at very large images.
 
 The denoisers' MLPs are not chunked: their GRN needs the whole image's hidden activations before the second Linear.
 """
