@@ -26,10 +26,8 @@ def chunk_pixels(x: torch.Tensor, hidden_width: int) -> int:
 
 
 def map_pixels(fn, x: torch.Tensor, hidden_width: int) -> torch.Tensor:
-    """``fn`` (a map of the last dim, pixel by pixel) on channels-last ``x``, in chunks when ``x`` is large.
-
-    Under autograd the whole tensor goes through ``fn`` at once (chunk outputs are written into one buffer).
-    """
+    """``fn`` (a map of the last dim, pixel by pixel) on channels-last ``x``, in chunks when ``x`` is large and
+    no gradient is being recorded (with autograd on, ``fn`` sees the whole tensor)."""
     rows = x.reshape(-1, x.shape[-1])
     chunk = chunk_pixels(x, hidden_width)
     if rows.shape[0] <= chunk or torch.is_grad_enabled():
