@@ -125,19 +125,33 @@ def run_system(name, generate, args, device):
     return run
 
 
+def attempted(name, fn, failures):
+    """``fn()``, or None with the error noted: on a one-shot GPU run one failing mode must not cost the other rows."""
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001 (reported in the output, not hidden)
+        failures.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None
+
+
 def run_interleaved(systems, args, device):
     """Warm-ups, then the systems take turns, repeat by repeat.
 
     A shared CPU VM's speed drifts by 10–30 % over seconds to minutes; in turns, every system sees the same drift,
     so the per-repeat ratios stay fair where back-to-back blocks of repeats would not.
     """
-    runs = [(Run(name), generate) for name, generate in systems]
-    for run, generate in runs:
-        _, run.warmup = timed(lambda: generate(run, warmup=True), device)
+    runs, failures = [], []
+    for name, generate in systems:
+        run = Run(name)
+        run.warmup = attempted(name, lambda: timed(lambda: generate(run, warmup=True), device)[1], failures)
+        if run.warmup is not None:
+            runs.append((run, generate))
     for _ in range(args.repeats):
         for run, generate in runs:
             run.images = generate(run, warmup=False)
-    return [run for run, _ in runs]
+    return [run for run, _ in runs], failures
 
 
 def diffusers_generate(reference, encoders, args, device, dtype, mode):
@@ -175,7 +189,7 @@ def diffusers_generate(reference, encoders, args, device, dtype, mode):
 
 
 def ours_generate(ours, encoders, args, device, dtype, mode):
-    resident = mode != "lowvram"
+    resident, graphs = mode != "lowvram", mode == "graphs"
     models = {k: copy.deepcopy(v).to(dtype=dtype, device=device if resident else "cpu") for k, v in ours.items()}
     if mode == "compiled":
         compile_denoisers(models["prior"], models["decoder"], mode=args.compile_mode)
@@ -204,12 +218,14 @@ def ours_generate(ours, encoders, args, device, dtype, mode):
             cond, uncond = encode(prior_te, [PROMPT]), encode(prior_te, [""])
             return staged("prior", lambda m: sample_prior(
                 m, cond, uncond, width=args.size, height=args.size, batch_size=args.batch,
-                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, dtype=dtype))
+                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, dtype=dtype,
+                cuda_graph=graphs))
 
         def stage_b(embeddings):
             cond = encode(decoder_te, [PROMPT])
             latents = staged("decoder", lambda m: sample_decoder(m, embeddings, cond, steps=12, cfg=0.0,
-                                                                 generator=generator, device=device, dtype=dtype))
+                                                                 generator=generator, device=device, dtype=dtype,
+                                                                 cuda_graph=graphs))
             return staged("vqgan", lambda m: vq_decode(m, latents, device=device, dtype=dtype))
 
         embeddings, seconds = timed(stage_c, device)
@@ -261,7 +277,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--released-sizes", action="store_true", help="the released model sizes (about 2 B params)")
-    parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, lowvram")
+    parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, graphs (CUDA), lowvram")
     parser.add_argument("--diffusers-modes", default="eager", help="comma list of eager, compiled, offload, none")
     parser.add_argument("--matmul-rate", action="store_true", help="measure the matmul rate for the efficiency column")
     parser.add_argument("--compile-mode", default=None,
@@ -285,11 +301,13 @@ def main(argv=None):
     systems += [(f"ours {mode}", lambda mode=mode: ours_generate(ours, encoders, args, device, dtype, mode))
                 for mode in args.ours_modes.split(",")]
     if device.type == "cpu":  # all systems resident at once; their turns interleave
-        runs = run_interleaved([(name, make()) for name, make in systems], args, device)
+        runs, failures = run_interleaved([(name, make()) for name, make in systems], args, device)
     else:  # one system on the device at a time, so that each peak memory is its own
-        runs = [run_system(name, make(), args, device) for name, make in systems]
+        failures = []
+        runs = [attempted(name, lambda: run_system(name, make(), args, device), failures) for name, make in systems]
+        runs = [run for run in runs if run is not None]
 
-    reference_images = runs[0].images if runs[0].name.startswith("diffusers") else None
+    reference_images = runs[0].images if runs and runs[0].name.startswith("diffusers") else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"\n{'released' if args.released_sizes else 'mid-size'} models, {args.size}×{args.size}, batch {args.batch}, "
           f"{args.dtype}, {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
@@ -300,6 +318,8 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         print(run.row(flops, rate, reference_images, fp32_images))
+    for failure in failures:
+        print(f"\nfailed: {failure}")
     if reference_images is not None:
         base = runs[0]
         for run in runs[1:]:

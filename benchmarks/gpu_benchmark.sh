@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The performance issue's GPU measurements in one call: released sizes, fp16, 1024², then batch 4.
+# The performance issue's GPU checks in one call: the CUDA-graph test, then the benchmark at released sizes,
+# fp16, 1024², then batch 4.
 # Tables go to stdout and to $OUT (or ./benchmark-output). Needs torch with CUDA, transformers, diffusers==0.42.1
 # and, for diffusers' offload row, accelerate. A machine without internet can take wheels from ./.whl:
 #   pip download --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata
@@ -16,8 +17,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, \
 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 
+python3 -m pytest tests/test_cuda_graphs.py -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.txt" \
+    || echo "the CUDA-graph test failed (see gpu-tests.txt); the benchmark goes on"
 python3 benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --size 1024 --matmul-rate --repeats 5 \
-    --ours-modes eager,lowvram,compiled --compile-mode "${COMPILE_MODE:-reduce-overhead}" \
+    --ours-modes eager,graphs,lowvram,compiled --compile-mode "${COMPILE_MODE:-reduce-overhead}" \
     --diffusers-modes "${DIFFUSERS_MODES:-eager,offload}" 2>&1 | tee "$out/gpu-1024.txt"
 python3 benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --size 1024 --batch 4 --repeats 3 \
+    --ours-modes eager,graphs \
     2>&1 | tee "$out/gpu-1024-batch4.txt"

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .cuda_graphs import graphed_step
 from .scheduler import DDPMWuerstchenScheduler, timestep_grid
 from .validation import (check_cfg, check_conditioning, check_finite, check_image_size, check_latent,
                          check_latent_channels, check_positive_int, check_strength)
@@ -100,6 +101,11 @@ def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) 
     return latents
 
 
+def _maybe_graphed(step, cuda_graph: bool, device):
+    """The run's denoiser call, replayed from a CUDA graph when asked (see ``core.cuda_graphs``)."""
+    return graphed_step(step, device) if cuda_graph else step
+
+
 def _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler) -> torch.Tensor:
     noise = draw_noise(shape, generator, dtype, device)
     if init_latent is None:
@@ -113,12 +119,13 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
                  height: int = 1024, batch_size: int = 1, steps: int | None = None, timesteps=None,
                  cfg: float = 4.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
                  strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
-                 scheduler: DDPMWuerstchenScheduler | None = None) -> torch.Tensor:
+                 scheduler: DDPMWuerstchenScheduler | None = None, cuda_graph: bool = False) -> torch.Tensor:
     """Stage C: returns image embeddings (P·batch_size, 16, ⌈H/42.67⌉, ⌈W/42.67⌉) in effnet space (latents·42 − 1).
 
     ``cond``/``uncond`` are CLIP-bigG hidden states (P, 77, 1280); ``uncond`` is needed when cfg > 1.
     ``init_latent`` (effnet space, e.g. an earlier prior output) with ``strength`` < 1 gives a variation of it.
     Default schedule when neither ``steps`` nor ``timesteps`` is given: 60 linear steps, as the reference pipeline.
+    ``cuda_graph`` replays every step after the first from one CUDA graph (model resident on a CUDA device).
     """
     check_image_size("width", width)
     check_image_size("height", height)
@@ -146,7 +153,8 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
-    latents = _denoise_loop(lambda x, r: prior(x, r, conditioning), latents, grid, cfg, generator, callback, scheduler)
+    step = _maybe_graphed(lambda x, r: prior(x, r, conditioning), cuda_graph, device)
+    latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
     return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
 
 
@@ -155,12 +163,12 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
                    uncond: torch.Tensor | None = None, *, steps: int | None = 12, timesteps=None,
                    cfg: float = 0.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
                    strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
-                   scheduler: DDPMWuerstchenScheduler | None = None) -> torch.Tensor:
+                   scheduler: DDPMWuerstchenScheduler | None = None, cuda_graph: bool = False) -> torch.Tensor:
     """Stage B: returns VQ latents (B, 4, ⌊h·10.67⌋, ⌊w·10.67⌋) for image embeddings (B, 16, h, w).
 
     ``cond``/``uncond`` are CLIP-H hidden states (P, 77, 1024) with P dividing B; the unconditional branch also sees
     zero image embeddings, as in the reference. ``init_latent`` (e.g. from VQ encode) with ``strength`` < 1 gives
-    image-to-image at Stage B.
+    image-to-image at Stage B. ``cuda_graph`` as in ``sample_prior``.
     """
     cfg, strength = check_cfg(cfg), check_strength(strength)
     dtype, device = _model_dtype_device(decoder, dtype, device)
@@ -196,8 +204,8 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
-    latents = _denoise_loop(lambda x, r: decoder(x, r, effnet, conditioning), latents, grid, cfg, generator, callback,
-                            scheduler)
+    step = _maybe_graphed(lambda x, r: decoder(x, r, effnet, conditioning), cuda_graph, device)
+    latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
     return check_finite("Stage B (decoder)", latents)
 
 
