@@ -2,7 +2,7 @@
 
     python benchmarks/benchmark.py                                   # CPU, fp32, mid-size models, 512×512
     python benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --size 1024
-    python benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --ours-modes eager,compiled,lowvram
+    python benchmarks/benchmark.py --device cuda --dtype fp16 --released-sizes --ours-modes eager,graphs,compiled,lowvram
 
 Prints a markdown table: per-stage seconds (median of --repeats after a warm-up), total, peak memory, the largest
 absolute difference of the final image from diffusers' (and from our fp32 run when --dtype is not fp32), FLOPs
