@@ -277,7 +277,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--released-sizes", action="store_true", help="the released model sizes (about 2 B params)")
-    parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, graphs (CUDA), lowvram")
+    parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, graphs (CUDA), lowvram, none")
     parser.add_argument("--diffusers-modes", default="eager", help="comma list of eager, compiled, offload, none")
     parser.add_argument("--matmul-rate", action="store_true", help="measure the matmul rate for the efficiency column")
     parser.add_argument("--compile-mode", default=None,
@@ -299,7 +299,7 @@ def main(argv=None):
     systems = [(f"diffusers {mode}", lambda mode=mode: diffusers_generate(reference, encoders, args, device, dtype, mode))
                for mode in args.diffusers_modes.split(",") if mode and mode != "none"]
     systems += [(f"ours {mode}", lambda mode=mode: ours_generate(ours, encoders, args, device, dtype, mode))
-                for mode in args.ours_modes.split(",")]
+                for mode in args.ours_modes.split(",") if mode and mode != "none"]
     if device.type == "cpu":  # all systems resident at once; their turns interleave
         runs, failures = run_interleaved([(name, make()) for name, make in systems], args, device)
     else:  # one system on the device at a time, so that each peak memory is its own
