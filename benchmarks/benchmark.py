@@ -139,8 +139,8 @@ def attempted(name, fn, failures):
 def run_interleaved(systems, args, device):
     """Warm-ups, then the systems take turns, repeat by repeat.
 
-    A shared CPU VM's speed drifts by 10–30 % over seconds to minutes; in turns, every system sees the same drift,
-    so the per-repeat ratios stay fair where back-to-back blocks of repeats would not.
+    A shared CPU VM's speed drifts over seconds to minutes; in turns, every system sees the same drift, so the
+    per-repeat ratios stay fair where back-to-back blocks of repeats would not.
     """
     runs, failures = [], []
     for name, generate in systems:
