@@ -279,6 +279,9 @@ def main(argv=None):
     parser.add_argument("--released-sizes", action="store_true", help="the released model sizes (about 2 B params)")
     parser.add_argument("--ours-modes", default="eager", help="comma list of eager, compiled, graphs (CUDA), lowvram, none")
     parser.add_argument("--diffusers-modes", default="eager", help="comma list of eager, compiled, offload, none")
+    parser.add_argument("--order", choices=("interleaved", "sequential"), default=None,
+                        help="systems take turns per repeat (default on the CPU) or run one after another, each "
+                             "alone on the device (default on GPUs: each peak memory is its own)")
     parser.add_argument("--matmul-rate", action="store_true", help="measure the matmul rate for the efficiency column")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode for 'ours compiled' (e.g. reduce-overhead for CUDA graphs)")
@@ -300,12 +303,16 @@ def main(argv=None):
                for mode in args.diffusers_modes.split(",") if mode and mode != "none"]
     systems += [(f"ours {mode}", lambda mode=mode: ours_generate(ours, encoders, args, device, dtype, mode))
                 for mode in args.ours_modes.split(",") if mode and mode != "none"]
-    if device.type == "cpu":  # all systems resident at once; their turns interleave
+    if (args.order or ("interleaved" if device.type == "cpu" else "sequential")) == "interleaved":
+        # all systems resident at once; their turns interleave
         runs, failures = run_interleaved([(name, make()) for name, make in systems], args, device)
     else:  # one system on the device at a time, so that each peak memory is its own
-        failures = []
-        runs = [attempted(name, lambda: run_system(name, make(), args, device), failures) for name, make in systems]
-        runs = [run for run in runs if run is not None]
+        runs, failures = [], []
+        for name, make in systems:
+            run = attempted(name, lambda: run_system(name, make(), args, device), failures)
+            if run is not None:  # printed at once too, in case a later mode runs out of time
+                runs.append(run)
+                print(f"done: {run.row(flops, rate, None, fp32_images)}", flush=True)
 
     reference_images = runs[0].images if runs and runs[0].name.startswith("diffusers") else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
