@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The performance issue's GPU checks in one call: the CUDA-graph test, then the benchmark at released sizes,
-# fp16, 1024², then batch 4.
+# fp16, 1024²: the fast modes against diffusers, batch 4, and last torch.compile (its warm-up is the unknown).
 # Tables go to stdout and to $OUT (or ./benchmark-output). Needs torch with CUDA, transformers, diffusers==0.42.1
 # and, for diffusers' offload row, accelerate. A machine without internet can take wheels from ./.whl:
 #   pip download --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata
