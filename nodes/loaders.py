@@ -2,8 +2,7 @@
 
 import torch
 
-from ..core.checkpoints import load_decoder, load_prior, load_vqgan
-from ..core.text_encoder import load_text_encoder
+from ..core import load_decoder, load_prior, load_text_encoder, load_vqgan
 from .comfy_bridge import list_models, manage, placement, resolve_model
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 

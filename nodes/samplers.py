@@ -3,9 +3,9 @@
 import torch
 
 from ..core import generators_for_seed, sample_decoder, sample_prior, stage_c_timesteps
-from ..core.compile import compile_denoisers
-from ..core.preview import latent_preview
-from ..core.validation import check_image_size
+from ..core import compile_denoisers
+from ..core import latent_preview
+from ..core import check_image_size
 from .comfy_bridge import activate, intermediate_device, step_callback
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
