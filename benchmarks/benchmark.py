@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 
 from core import (DEFAULT_STAGE_C_TIMESTEPS, PaellaVQ, StageBDecoder, StageCPrior, sample_decoder,  # noqa: E402
                   sample_prior, vq_decode)
-from core.compile import compile_denoisers  # noqa: E402
+from core import compile_denoisers  # noqa: E402
 from demo_checkpoints import tame_outputs_  # noqa: E402
 from tiny import StubTokenizer, randomize_  # noqa: E402
 

@@ -4,31 +4,19 @@ Unlike the reference, any number of prompts × images per prompt works in both s
 own generator so that image i of a batch equals a batch-1 run with generator i.
 """
 
-import math
 from typing import Callable, Sequence
 
 import torch
 
-from .cuda_graphs import graphed_step
+from .models import VQ_SCALE_FACTOR
 from .scheduler import DDPMWuerstchenScheduler, timestep_grid
+from .speed import graphed_step
+from .stages import LATENT_MEAN, LATENT_STD, stage_b_size, stage_c_size
 from .validation import (check_cfg, check_conditioning, check_finite, check_image_size, check_latent,
                          check_latent_channels, check_positive_int, check_strength)
-from .vqgan import VQ_SCALE_FACTOR
-
-RESOLUTION_MULTIPLE = 42.67   # image pixels per Stage C latent pixel
-LATENT_DIM_SCALE = 10.67      # Stage B latent pixels per Stage C latent pixel
-LATENT_MEAN, LATENT_STD = 42.0, 1.0  # the prior works in (effnet + 1) / 42 space
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
-
-
-def stage_c_size(height: int, width: int) -> tuple[int, int]:
-    return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
-
-
-def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
-    return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
 
 
 def generators_for_seed(seed: int, count: int) -> list[torch.Generator]:

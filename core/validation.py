@@ -4,7 +4,7 @@ import math
 
 import torch
 
-IMAGE_SIZE_STEP, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 128, 256, 4096
+from .stages import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP
 
 
 class NonFiniteOutputError(RuntimeError):

@@ -2,11 +2,11 @@
 
 import torch
 
-from ..core import load_decoder, load_prior, load_text_encoder, load_vqgan
+from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
 from .comfy_bridge import list_models, manage, placement, resolve_model
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 
-WEIGHT_DTYPES = ["auto", "fp32", "fp16", "bf16"]
+WEIGHT_DTYPES = ["auto", *DTYPE_NAMES]
 DTYPE_TOOLTIP = ("Storage dtype of the weights. auto follows ComfyUI (fp32 on CPU; bf16 or fp16 on GPUs that "
                  "support it). Use bf16 or fp32 if a stage produces NaN/black images in fp16.")
 MODEL_LOADERS = {"prior": load_prior, "decoder": load_decoder, "vqgan": load_vqgan}

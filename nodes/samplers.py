@@ -2,11 +2,11 @@
 
 import torch
 
-from ..core import generators_for_seed, sample_decoder, sample_prior, stage_c_timesteps
-from ..core import compile_denoisers
-from ..core import latent_preview
-from ..core import check_image_size
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image_size, compile_denoisers,
+                    decoder_memory_bytes, generators_for_seed, prior_memory_bytes, sample_decoder, sample_prior,
+                    stage_c_timesteps)
 from .comfy_bridge import activate, intermediate_device, step_callback
+from .preview import latent_preview
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
@@ -14,8 +14,6 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "c
 PRIOR_SCHEDULES = ["reference", "linear"]
 COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's blocks: faster steps after a warm-up "
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
-# Rough activation bytes per latent pixel and image (fp16/bf16, CFG included), for ComfyUI's memory planning.
-PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 200_000, 12_000
 
 
 def _size_errors(**sizes) -> str | bool:
@@ -41,7 +39,7 @@ class WuerstchenPriorSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
         return {
             "required": {
                 "prior": (PRIOR, {"tooltip": "The prior from the Würstchen Prior Loader."}),
@@ -81,8 +79,8 @@ class WuerstchenPriorSampler:
         uncond = conditioning_states(negative, "negative")
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
-        pixels = cond.shape[0] * batch_size * (width // 42) * (height // 42)
-        model = activate(prior, "prior", memory_required=pixels * PRIOR_BYTES_PER_PIXEL)
+        images = cond.shape[0] * batch_size
+        model = activate(prior, "prior", memory_required=prior_memory_bytes(images, width, height))
         if compile:
             compile_denoisers(model)
         embeddings = sample_prior(
@@ -130,8 +128,8 @@ class WuerstchenDecoderSampler:
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
-        pixels = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3] * 114  # 10.67² latent pixels each
-        model = activate(decoder, "decoder", memory_required=pixels * DECODER_BYTES_PER_PIXEL)
+        memory = decoder_memory_bytes(embeddings.shape[0], embeddings.shape[-2:])
+        model = activate(decoder, "decoder", memory_required=memory)
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(

@@ -14,8 +14,8 @@ import torch
 
 from core import (NonFiniteOutputError, PaellaVQ, StageBDecoder, StageCPrior, generators_for_seed, sample_decoder,
                   sample_prior, stage_b_size, stage_c_size, vq_decode, vq_encode)
-from core.sampling import LATENT_MEAN, LATENT_STD
-from core.scheduler import DDPMWuerstchenScheduler
+from core import LATENT_MEAN, LATENT_STD
+from core import DDPMWuerstchenScheduler
 from tiny import DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR, TINY_VQGAN, randomize_
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_vq_rejects_bad_input(vqgan, call, message):
 
 
 def test_empty_prompt_conditions_the_prior(prior, tmp_path):
-    from core.text_encoder import load_text_encoder
+    from core import load_text_encoder
     from fixtures_text import write_tiny_text_encoder
     encoder = load_text_encoder(write_tiny_text_encoder(tmp_path, hidden_size=PRIOR_TEXT_WIDTH))
     empty, horse = encoder.encode(""), encoder.encode(["the horse"])
