@@ -8,7 +8,6 @@ Run after changing a node's inputs:  python scripts/build_example_workflows.py
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "example_workflows"
-sys.path.insert(0, str(HERE))
-from run_workflow import import_pack  # noqa: E402
+from run_workflow import import_pack
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # The two ComfyUI core nodes the examples use, with the inputs and outputs of ComfyUI 0.3.x.

@@ -20,8 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_overrides import add_override_arguments, apply_overrides, load_workflow  # noqa: E402
+from workflow_overrides import add_override_arguments, apply_overrides, load_workflow
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 

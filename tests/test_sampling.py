@@ -5,6 +5,7 @@ sampled latents stay finite, as scripts/demo_checkpoints.py does for the demo mo
 """
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import (NonFiniteOutputError, PaellaVQ, StageBDecoder, StageCPrior, generators_for_seed, sample_decoder,
-                  sample_prior, stage_b_size, stage_c_size, vq_decode, vq_encode)
-from core import LATENT_MEAN, LATENT_STD
-from core import DDPMWuerstchenScheduler
-from tiny import DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR, TINY_VQGAN, randomize_
+from core import (LATENT_MEAN, LATENT_STD, DDPMWuerstchenScheduler, NonFiniteOutputError, PaellaVQ, StageBDecoder,
+                  StageCPrior, generators_for_seed, sample_decoder, sample_prior, stage_b_size, stage_c_size,
+                  vq_decode, vq_encode)
+from tiny import DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR, TINY_VQGAN
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from demo_checkpoints import tame_outputs_  # noqa: E402
+from demo_checkpoints import randomize_, tame_outputs_
 
 SIZE = 256                                   # smallest image side the prior accepts
 C_HW = stage_c_size(SIZE, SIZE)              # (6, 6)
@@ -262,7 +260,7 @@ def test_decoder_batch_maps_prompts_and_generators_per_image(decoder64, prompts,
 
 
 def test_prior_output_feeds_the_decoder_with_matching_batch(prior, decoder):
-    """The reference's decoder cannot take P > 1 prompts or images_per_prompt > 1 (spec §5.2); ours can."""
+    """The reference's decoder cannot take P > 1 prompts or images_per_prompt > 1; ours can."""
     prior_out = run_prior(prior, cond=text(2, PRIOR_TEXT_WIDTH, 1), batch_size=2, generator=generators_for_seed(0, 4))
     latents = run_decoder(decoder, image_embeddings=prior_out, cond=text(2, DECODER_TEXT_WIDTH, 3),
                           generator=generators_for_seed(0, 4))
@@ -311,7 +309,7 @@ def test_per_image_generators_each_draw_one_plus_steps(prior, randn_spy):
 
 
 def _replay(eps_fn, shape, steps, seed, cfg, dtype=torch.float32):
-    """The spec's loop written out (§5.1/§5.2, §5.4): draw 1 is the initial latent, draws 2..N+1 the step noises
+    """The reference pipelines' loop written out: draw 1 is the initial latent, draws 2..N+1 the step noises
     (the last one multiplied by 0); under CFG ε̂ = lerp(ε_uncond, ε_cond, cfg)."""
     generator = gen(seed)
     noise = [torch.randn(shape, generator=generator, dtype=dtype) for _ in range(1 + steps)]
@@ -528,7 +526,6 @@ IMPORT_CHECK = """
 import sys
 import core
 print("core", "diffusers" in sys.modules)
-sys.path.insert(0, "scripts")
 from run_workflow import import_pack
 import_pack()
 print("pack", "diffusers" in sys.modules)
@@ -537,8 +534,10 @@ print("pack", "diffusers" in sys.modules)
 
 def test_importing_core_and_the_pack_does_not_load_diffusers():
     """diffusers is a test-only oracle; one fresh interpreter checks both imports (core first, then the pack)."""
-    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    root = Path(__file__).resolve().parent.parent
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "scripts")]))
+    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK], cwd=root, env=environment, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     verdicts = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["core"], ["pack"])]
     assert verdicts == [["core", "False"], ["pack", "False"]], result.stdout

@@ -1,15 +1,15 @@
-"""The DDPM-Würstchen scheduler and timestep grids against spec §4 and diffusers' scheduler (test-only oracle)."""
+"""The DDPM-Würstchen scheduler and timestep grids against the reference values and diffusers' scheduler (test-only oracle)."""
 
 import pytest
 import torch
 
 from core import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
 
-# Spec §4: fp32 ᾱ(t) for the released s=0.008, scaler=1 (1 and 0 are clamped).
+# The reference's fp32 ᾱ(t) for the released s=0.008, scaler=1 (1 and 0 are clamped).
 ALPHA_CUMPROD = [(1.0, 1e-4), (0.99, 2.4285525e-4), (0.9, 0.024091726), (0.5, 0.49384364), (0.1, 0.97209275),
                  (0.01, 0.99936873), (0.0, 0.9999)]
 
-# Spec §4: the 30 float64 values of DEFAULT_STAGE_C_TIMESTEPS, as listed.
+# The 30 float64 values of the reference's DEFAULT_STAGE_C_TIMESTEPS.
 SPEC_STAGE_C = [
     1.0, 0.9824561403508771, 0.9649122807017544, 0.9473684210526315, 0.9298245614035088, 0.9122807017543859,
     0.8947368421052632, 0.8771929824561403, 0.8596491228070176, 0.8421052631578947, 0.8245614035087719,
