@@ -173,7 +173,7 @@ def diffusers_generate(reference, encoders, args, device, dtype, mode):
         generator = torch.Generator().manual_seed(args.seed)
         embeddings, seconds = timed(lambda: prior_pipe(
             PROMPT, height=args.size, width=args.size, timesteps=DEFAULT_STAGE_C_TIMESTEPS, guidance_scale=4.0,
-            num_images_per_prompt=args.batch, generator=generator, output_type="pt").image_embeddings, device)
+            num_images_per_prompt=args.batch, generator=generator, output_type="pt").prior_latent, device)
         images, seconds_b = timed(lambda: decoder_pipe(
             embeddings, prompt=PROMPT, num_inference_steps=12, guidance_scale=0.0, generator=generator,
             output_type="pt").images, device)
@@ -214,15 +214,15 @@ def ours_generate(ours, encoders, args, device, dtype, mode):
             cond, uncond = encode(prior_te, [PROMPT]), encode(prior_te, [""])
             return staged("prior", lambda m: sample_prior(
                 m, cond, uncond, width=args.size, height=args.size, batch_size=args.batch,
-                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, dtype=dtype,
+                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, compute_dtype=dtype,
                 cuda_graph=graphs))
 
         def stage_b(embeddings):
             cond = encode(decoder_te, [PROMPT])
             latents = staged("decoder", lambda m: sample_decoder(m, embeddings, cond, steps=12, cfg=0.0,
-                                                                 generator=generator, device=device, dtype=dtype,
+                                                                 generator=generator, device=device, compute_dtype=dtype,
                                                                  cuda_graph=graphs))
-            return staged("vqgan", lambda m: vq_decode(m, latents, device=device, dtype=dtype))
+            return staged("vqgan", lambda m: vq_decode(m, latents, device=device, compute_dtype=dtype))
 
         embeddings, seconds = timed(stage_c, device)
         images, seconds_b = timed(lambda: stage_b(embeddings), device)

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .validation import check_positive_int, check_strength
+from .validation import check_positive_int, check_denoise
 
 REFERENCE_STAGE_C_STEPS = 29
 
@@ -62,11 +62,11 @@ class DDPMWuerstchenScheduler:
         return (alpha_cumprod.sqrt() * x0 + (1 - alpha_cumprod).sqrt() * noise).to(x0.dtype)
 
 
-def timestep_grid(steps: int | None = None, timesteps=None, strength: float = 1.0, device=None) -> torch.Tensor:
+def timestep_grid(steps: int | None = None, timesteps=None, denoise: float = 1.0, device=None) -> torch.Tensor:
     """The fp32 grid of N+1 ratios the sampler walks, ending at 0.
 
     ``steps`` gives ``linspace(1, 0, steps+1)``; ``timesteps`` is an explicit list (it must start ≤ 1, decrease
-    strictly and end at 0). ``strength`` < 1 scales the grid so sampling starts from a partly noised latent.
+    strictly and end at 0). ``denoise`` < 1 scales the grid so sampling starts from a partly noised latent.
     """
     if (steps is None) == (timesteps is None):
         raise ValueError("give either steps or timesteps, not both and not neither")
@@ -75,8 +75,8 @@ def timestep_grid(steps: int | None = None, timesteps=None, strength: float = 1.
         grid = torch.linspace(1.0, 0.0, steps + 1, device=device)
     else:
         grid = torch.Tensor(_checked_timesteps(timesteps)).to(device)
-    check_strength(strength)
-    return grid if strength == 1.0 else grid * strength
+    check_denoise(denoise)
+    return grid if denoise == 1.0 else grid * denoise
 
 
 def _checked_timesteps(timesteps) -> list:

@@ -85,8 +85,8 @@ class WuerstchenPriorSampler:
             compile_denoisers(model)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
-            generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=prior.compute_dtype, device=prior.load_device,
+            generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, denoise=denoise,
+            callback=step_callback(steps, latent_preview), compute_dtype=prior.compute_dtype, device=prior.load_device,
             **schedule_args)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
 
@@ -134,6 +134,6 @@ class WuerstchenDecoderSampler:
             compile_denoisers(model)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
-            generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=decoder.compute_dtype, device=decoder.load_device)
+            generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, denoise=denoise,
+            callback=step_callback(steps, latent_preview), compute_dtype=decoder.compute_dtype, device=decoder.load_device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

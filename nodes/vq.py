@@ -27,7 +27,7 @@ class WuerstchenVQDecode:
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()
-            image = vq_decode(model, one, dtype=vqgan.compute_dtype, device=vqgan.load_device)
+            image = vq_decode(model, one, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
             images.append(image.movedim(1, -1).to(intermediate_device(), torch.float32))
         return (torch.cat(images),)
 
@@ -50,5 +50,5 @@ class WuerstchenVQEncode:
     def encode(self, vqgan, image):
         model = activate(vqgan, "vqgan")
         pixels = image[..., :3].movedim(-1, 1)
-        latents = vq_encode(model, pixels, dtype=vqgan.compute_dtype, device=vqgan.load_device)
+        latents = vq_encode(model, pixels, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

@@ -125,7 +125,7 @@ def test_stage_c_timesteps_rejects_bad_step_counts(steps):
 def test_timestep_grid_linear_and_scaled():
     assert torch.equal(timestep_grid(5), torch.linspace(1.0, 0.0, 6))
     assert timestep_grid(5).dtype == torch.float32
-    scaled = timestep_grid(4, strength=0.5)
+    scaled = timestep_grid(4, denoise=0.5)
     assert scaled[0].item() == 0.5 and scaled[-1].item() == 0.0 and scaled.shape == (5,)
     assert torch.equal(timestep_grid(timesteps=[0.75, 0.5, 0.0]), torch.tensor([0.75, 0.5, 0.0]))
     assert torch.equal(timestep_grid(timesteps=torch.tensor([1.0, 0.5, 0.0])), torch.tensor([1.0, 0.5, 0.0]))
@@ -143,8 +143,8 @@ def test_timestep_grid_linear_and_scaled():
     (dict(steps=2.0), r"steps must be an integer >= 1, got 2\.0"),
     (dict(steps=3, timesteps=[1.0, 0.0]), r"either steps or timesteps, not both"),
     (dict(), r"either steps or timesteps.*not neither"),
-    (dict(steps=3, strength=1.5), r"within \[0, 1\], got 1\.5"),
-    (dict(steps=3, strength=float("nan")), r"within \[0, 1\], got nan"),
+    (dict(steps=3, denoise=1.5), r"within \[0, 1\], got 1\.5"),
+    (dict(steps=3, denoise=float("nan")), r"within \[0, 1\], got nan"),
 ])
 def test_timestep_grid_rejects_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
