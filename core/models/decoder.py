@@ -148,34 +148,34 @@ class StageBDecoder(nn.Module):
             nn.PixelShuffle(patch_size),
         )
 
-    def _run_level(self, level: nn.ModuleList, x, r_embed, clip, effnet: EffnetCache, mapper, level_skip=None):
+    def _run_level(self, level: nn.ModuleList, x, r_embed, text, effnet: EffnetCache, mapper, level_skip=None):
         for block in level:
             if isinstance(block, ResBlockStageB):
                 skip = effnet.for_block(block, mapper, x.shape[-2:]) if mapper is not None else None
                 x = block(x, level_skip, skip)
                 level_skip = None
             else:
-                x = run_block(block, x, r_embed, clip)
+                x = run_block(block, x, r_embed, text)
         return x
 
-    def cache_conditioning(self, clip: torch.Tensor) -> ConditioningCache:
-        """What ``forward`` needs of the text states ``clip``, computed once for all steps of a run."""
-        return cache_conditioning(self, F.layer_norm(self.clip_mapper(clip), (self.c_cond,), eps=1e-6))
+    def cache_conditioning(self, text: torch.Tensor) -> ConditioningCache:
+        """What ``forward`` needs of the text states, computed once for all steps of a run."""
+        return cache_conditioning(self, F.layer_norm(self.clip_mapper(text), (self.c_cond,), eps=1e-6))
 
     def cache_effnet(self, effnet: torch.Tensor) -> EffnetCache:
         """What ``forward`` needs of the image embeddings, computed once for all steps of a run."""
         return EffnetCache(effnet)
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, effnet: torch.Tensor | EffnetCache,
-                clip: torch.Tensor | ConditioningCache | None = None, eps: float = 1e-3) -> torch.Tensor:
+                text: torch.Tensor | ConditioningCache | None = None, eps: float = 1e-3) -> torch.Tensor:
         """Predicted noise for VQ latent ``x`` at ratio ``r`` given effnet (B,16,h,w) and CLIP-H states
         (B,77,clip_embd), or their ``cache_effnet`` / ``cache_conditioning``.
 
         Under classifier-free guidance the conditioning may hold k times the rows of ``x`` and ``r`` (shared
         latents, see ``repeat_rows``); the output then has as many rows as the conditioning.
         """
-        if clip is not None and not isinstance(clip, ConditioningCache):
-            clip = self.cache_conditioning(clip)
+        if text is not None and not isinstance(text, ConditioningCache):
+            text = self.cache_conditioning(text)
         if not isinstance(effnet, EffnetCache):
             effnet = self.cache_effnet(effnet)
         rows = effnet.effnet.shape[0]
@@ -188,7 +188,7 @@ class StageBDecoder(nn.Module):
             if i > 0:
                 x = level[0](x)
                 level = level[1:]
-            x = self._run_level(level, x, r_embed, clip, effnet, self.effnet_mappers[i])
+            x = self._run_level(level, x, r_embed, text, effnet, self.effnet_mappers[i])
             level_outputs.insert(0, x)
 
         x = level_outputs[0]
@@ -197,7 +197,7 @@ class StageBDecoder(nn.Module):
             level_skip = level_outputs[k] if k > 0 else None
             upscaler = level[-1] if k < n_levels - 1 else None
             blocks = level[:-1] if upscaler is not None else level
-            x = self._run_level(blocks, x, r_embed, clip, effnet, self.effnet_mappers[n_levels + k], level_skip)
+            x = self._run_level(blocks, x, r_embed, text, effnet, self.effnet_mappers[n_levels + k], level_skip)
             if upscaler is not None:
                 x = upscaler(x)
 
