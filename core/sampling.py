@@ -90,7 +90,7 @@ def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) 
 
 
 def _maybe_graphed(step, cuda_graph: bool, device):
-    """The run's denoiser call, replayed from a CUDA graph when asked (see ``core.cuda_graphs``)."""
+    """The run's denoiser call, replayed from a CUDA graph when asked (see ``core.speed.cuda_graphs``)."""
     return graphed_step(step, device) if cuda_graph else step
 
 
