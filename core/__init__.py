@@ -8,7 +8,8 @@ from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify
                           load_decoder, load_prior, load_vqgan, read_state_dict)
 from .models import VQ_SCALE_FACTOR, PaellaVQ, StageBDecoder, StageCPrior
 from .models import pixel_chunks
-from .sampling import draw_noise, generators_for_seed, sample_decoder, sample_prior, vq_decode, vq_encode
+from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,
+                       vq_encode)
 from .scheduler import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
 from .speed import compile_denoisers, graphed_step
 from .stages import (DTYPE_NAMES, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_MEAN, LATENT_STD,

@@ -1,7 +1,7 @@
 """Text-to-image sampling: prior (Stage C) → decoder (Stage B) → VQ decode (Stage A), as the reference pipelines do.
 
 Unlike the reference, any number of prompts × images per prompt works in both stages, and each image can get its
-own generator so that image i of a batch equals a batch-1 run with generator i.
+own generator so that image i of a batch equals a batch-1 run with generator i (see ``seed_generators``).
 """
 
 from typing import Callable, Sequence
@@ -22,6 +22,19 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 def generators_for_seed(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image, seeded seed, seed+1, …: image i is reproducible alone with seed+i."""
     return [torch.Generator("cpu").manual_seed((seed + i) % 2 ** 64) for i in range(count)]
+
+
+def seed_generators(seed: int, batch: int, per_image_seeds: bool = False) -> Generators:
+    """The noise source a seed gives a batch of ``batch`` images.
+
+    By default one CPU generator seeded with ``seed`` draws the whole batch, as diffusers' pipelines do with
+    ``generator=torch.Generator().manual_seed(seed)``, so a batch of N equals ``num_images_per_prompt=N`` (and the
+    batch size changes every image). ``per_image_seeds`` gives image i its own generator seeded ``seed + i`` instead,
+    so each image equals a batch-1 run at that seed.
+    """
+    if per_image_seeds:
+        return generators_for_seed(seed, batch)
+    return torch.Generator("cpu").manual_seed(seed % 2 ** 64)
 
 
 def draw_noise(shape, generator: Generators, dtype: torch.dtype, device) -> torch.Tensor:

@@ -18,6 +18,9 @@ OUT = HERE.parent / "example_workflows"
 from run_workflow import import_pack
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# After each run the frontend draws a new seed, as in ComfyUI's own templates, so pressing Run again makes a new
+# image instead of being answered from the cache.
+SEED_CONTROL = "randomize"
 # The two ComfyUI core nodes the examples use, with the inputs and outputs of ComfyUI 0.3.x.
 CORE_NODES = {
     "SaveImage": {"inputs": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
@@ -72,7 +75,7 @@ def widget_values(node: Node, schema: dict) -> list:
         options = spec[1] if len(spec) > 1 else {}
         values.append(node.inputs.get(name, options.get("default")))
         if options.get("control_after_generate") or name in ("seed", "noise_seed"):
-            values.append("fixed")
+            values.append(SEED_CONTROL)
         if options.get("image_upload"):
             values.append("image")
     return values
