@@ -1,17 +1,20 @@
 """Prompt encoding for Würstchen v2 with a transformers ``CLIPTextModel`` and its CLIP tokenizer.
 
 Prompts are encoded exactly as diffusers' Würstchen pipelines do: padded/truncated to 77 tokens, with the attention
-mask, giving ``last_hidden_state`` for all 77 positions. Loading lives in ``core.checkpoints``.
+mask, giving ``last_hidden_state`` for all 77 positions; ComfyUI's emphasis syntax weights tokens on top
+(``core.prompt_weights``). Loading lives in ``core.checkpoints``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .checkpoints import load_clip_text_model, load_clip_tokenizer
+from .prompt_weights import apply_token_weights, tokenize_weighted
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +45,26 @@ class TextEncoder:
     # no_grad rather than inference_mode: inference tensors cannot be modified in
     # place later, which downstream conditioning code may want to do.
     @torch.no_grad()
-    def encode(self, prompts: PromptInput) -> torch.Tensor:
-        prompt_list = _as_prompt_list(prompts)
-        tokens = self.tokenizer(
-            prompt_list,
-            padding="max_length",
-            max_length=MAX_LENGTH,
-            truncation=True,
-            return_tensors="pt",
-        )
-        self._warn_about_truncation(prompt_list)
-        input_ids = tokens.input_ids.to(self.device)
-        attention_mask = tokens.attention_mask.to(self.device)
-        return self.model(input_ids, attention_mask=attention_mask).last_hidden_state
+    def encode(self, prompts: PromptInput, report: Callable[[str], None] | None = None) -> torch.Tensor:
+        """(P, 77, hidden) for P prompts, with ComfyUI's emphasis syntax (see ``core.prompt_weights``).
 
-    def _warn_about_truncation(self, prompt_list: list[str]) -> None:
-        untruncated = self.tokenizer(prompt_list, truncation=False, verbose=False).input_ids
-        for index, ids in enumerate(untruncated):
-            dropped = len(ids) - MAX_LENGTH
-            if dropped <= 0:
-                continue
-            # The truncated sequence keeps ids[:76] + [eos]; ids[-1] is the eos token.
-            dropped_text = self.tokenizer.decode(ids[MAX_LENGTH - 1 : -1])
-            logger.warning(
-                "Prompt %d is too long for CLIP (%d tokens, limit %d): "
-                "%d tokens were dropped: %r",
-                index, len(ids), MAX_LENGTH, dropped, dropped_text,
-            )
+        A prompt longer than 77 tokens is truncated, as in the reference; each one is logged and, when given,
+        passed to ``report`` as a one-line message.
+        """
+        tokens = tokenize_weighted(self.tokenizer, _as_prompt_list(prompts), MAX_LENGTH)
+        for truncation in tokens.truncations:
+            logger.warning(truncation.message(MAX_LENGTH))
+            if report is not None:
+                report(truncation.message(MAX_LENGTH))
+        states = self._last_hidden_state(tokens.input_ids, tokens.attention_mask)
+        if tokens.weights is None:
+            return states
+        empty = tokenize_weighted(self.tokenizer, [""], MAX_LENGTH)
+        empty_states = self._last_hidden_state(empty.input_ids, empty.attention_mask)
+        return apply_token_weights(states, empty_states, tokens.weights)
+
+    def _last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids.to(self.device), attention_mask=attention_mask.to(self.device)).last_hidden_state
 
 
 def _as_prompt_list(prompts: PromptInput) -> list[str]:

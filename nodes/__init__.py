@@ -3,7 +3,7 @@
 from .comfy_bridge import register_model_folder
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
-from .text import WuerstchenTextEncode
+from .text import WuerstchenTextEncode, WuerstchenTextEncodeBothStages
 from .vq import WuerstchenVQDecode, WuerstchenVQEncode
 
 register_model_folder()
@@ -18,6 +18,7 @@ NODE_DISPLAY_NAMES = {
     WuerstchenDecoderSampler: "Würstchen Decoder Sampler (Stage B)",
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
+    WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

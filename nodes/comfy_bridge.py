@@ -233,3 +233,21 @@ def step_callback(total_steps: int, make_preview=None):
             bar.update_absolute(step + 1, total, preview)
 
     return callback
+
+
+# --- messages on the node ------------------------------------------------------------------------------------
+
+def show_text(text: str) -> None:
+    """Show ``text`` on the running node in ComfyUI's frontend (the node's progress text); no-op outside ComfyUI."""
+    if not IN_COMFYUI:
+        return
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:  # a ComfyUI older than the executing context and progress text
+        return
+    server = getattr(PromptServer, "instance", None)
+    context = get_executing_context()
+    node_id = context.node_id if context is not None else getattr(server, "last_node_id", None)
+    if server is not None and node_id is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(text, node_id)

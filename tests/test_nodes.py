@@ -11,7 +11,7 @@ from pack import EXAMPLES, NODES, run_workflow, write_demo_models
 
 EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
                 "WuerstchenTextEncoderLoader", "WuerstchenTextEncode", "WuerstchenPriorSampler",
-                "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode"}
+                "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode", "WuerstchenTextEncodeBothStages"}
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
