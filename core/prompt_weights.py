@@ -118,8 +118,9 @@ class Truncation:
     dropped: int         # how many were cut off
     dropped_text: str
 
-    def message(self, max_length: int) -> str:
-        return (f"Prompt {self.prompt_index} is too long for CLIP ({self.tokens} tokens, limit {max_length}): "
+    def message(self, max_length: int, numbered: bool = True) -> str:
+        prompt = f"Prompt {self.prompt_index}" if numbered else "The prompt"
+        return (f"{prompt} is too long for CLIP ({self.tokens} tokens, limit {max_length}): "
                 f"{self.dropped} tokens were dropped: {self.dropped_text!r}")
 
 

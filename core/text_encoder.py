@@ -51,11 +51,12 @@ class TextEncoder:
         A prompt longer than 77 tokens is truncated, as in the reference; each one is logged and, when given,
         passed to ``report`` as a one-line message.
         """
-        tokens = tokenize_weighted(self.tokenizer, _as_prompt_list(prompts), MAX_LENGTH)
+        prompt_list = _as_prompt_list(prompts)
+        tokens = tokenize_weighted(self.tokenizer, prompt_list, MAX_LENGTH)
         for truncation in tokens.truncations:
             logger.warning(truncation.message(MAX_LENGTH))
             if report is not None:
-                report(truncation.message(MAX_LENGTH))
+                report(truncation.message(MAX_LENGTH, numbered=len(prompt_list) > 1))
         states = self._last_hidden_state(tokens.input_ids, tokens.attention_mask)
         if tokens.weights is None:
             return states
