@@ -109,5 +109,6 @@ class WuerstchenTextEncoderLoader(_ComponentLoader):
 
 
 def stage_of_text_encoder(width: int) -> str:
-    stages = {1280: "CLIP-bigG (1280 wide): for the prior sampler", 1024: "CLIP-ViT-H (1024 wide): for the decoder sampler"}
+    stages = {1280: "CLIP-bigG (1280 wide): for the prior sampler",
+              1024: "CLIP-ViT-H (1024 wide): for the decoder sampler"}
     return stages.get(width, f"{width}-wide text encoder: not a released Würstchen v2 one (prior 1280, decoder 1024)")
