@@ -79,13 +79,14 @@ def effnet_pixels(images: torch.Tensor, *, width: int, height: int, device=None)
 
 
 @torch.no_grad()
-def encode_image(encoder: EfficientNetEncoder, images: torch.Tensor, *, width: int, height: int, dtype=None,
-                 device=None) -> torch.Tensor:
+def encode_image(encoder: EfficientNetEncoder, images: torch.Tensor, *, width: int, height: int,
+                 compute_dtype=None, device=None) -> torch.Tensor:
     """Stage C latents (B, 16, ⌈height/42.67⌉, ⌈width/42.67⌉) in effnet space for images (B, C, H, W) in [0, 1]:
     what the prior sampler returns for a width × height image, so it can start the prior (variation) or go
     straight to the decoder."""
     param = next(encoder.parameters())
-    dtype, device = dtype or param.dtype, torch.device(device) if device is not None else param.device
+    compute_dtype = compute_dtype or param.dtype
+    device = torch.device(device) if device is not None else param.device
     pixels = effnet_pixels(images, width=width, height=height, device=device)
-    latents = encoder(pixels.to(dtype))
+    latents = encoder(pixels.to(compute_dtype))
     return check_finite("The EfficientNet encoder (Stage C)", latents)

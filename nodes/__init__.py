@@ -1,6 +1,7 @@
 """The pack's V1 node classes. IDs, input names and input order are a public API: saved workflows depend on them."""
 
 from .comfy_bridge import register_model_folder
+from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
 from .text import WuerstchenTextEncode, WuerstchenTextEncodeBothStages
@@ -19,6 +20,8 @@ NODE_DISPLAY_NAMES = {
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
     WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
+    WuerstchenEfficientNetLoader: "Würstchen EfficientNet Loader (image encoder)",
+    WuerstchenEfficientNetEncode: "Würstchen Image Encode (EfficientNet → Stage C)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

@@ -14,6 +14,8 @@ LOADER_INPUTS = {"WuerstchenPriorLoader": "prior_name", "WuerstchenDecoderLoader
 MODEL_OPTIONS = {"WuerstchenPriorLoader": "prior", "WuerstchenDecoderLoader": "decoder",
                  "WuerstchenVQGANLoader": "vqgan", ("text_encoder", "prior"): "prior_text_encoder",
                  ("text_encoder", "decoder"): "decoder_text_encoder"}
+# Nodes that size an input image to the prior's width × height; they follow --width/--height.
+IMAGE_ENCODERS = {"WuerstchenVQEncode", "WuerstchenEfficientNetEncode"}
 
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +23,9 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", help="text of every Würstchen Text Encode node wired to a sampler's positive input")
     parser.add_argument("--negative", help="text of every Würstchen Text Encode node wired to a negative input")
     parser.add_argument("--seed", type=int, help="seed of both samplers")
-    parser.add_argument("--width", type=int, help="prior sampler width (multiple of 128)")
-    parser.add_argument("--height", type=int, help="prior sampler height (multiple of 128)")
+    parser.add_argument("--width", type=int, help="prior sampler width (multiple of 128), also set on the image "
+                                                  "encode nodes that resize an input image")
+    parser.add_argument("--height", type=int, help="prior sampler height (multiple of 128), likewise")
     parser.add_argument("--batch-size", type=int, help="prior sampler images per prompt")
     parser.add_argument("--image", help="image file for every LoadImage node (image-to-image workflows)")
     models = parser.add_argument_group(
@@ -106,6 +109,10 @@ def apply_overrides(prompt: dict, args: argparse.Namespace) -> dict:
             inputs["seed"] = args.seed
         if node["class_type"] == "WuerstchenPriorSampler":
             for key in ("width", "height", "batch_size"):
+                if getattr(args, key) is not None:
+                    inputs[key] = getattr(args, key)
+        if node["class_type"] in IMAGE_ENCODERS and inputs.get("width"):  # 0 = keep the image's size
+            for key in ("width", "height"):
                 if getattr(args, key) is not None:
                     inputs[key] = getattr(args, key)
         if node["class_type"] == "LoadImage" and args.image is not None:

@@ -12,6 +12,7 @@ from pack import EXAMPLES, NODES, run_workflow, write_demo_models
 EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
                 "WuerstchenTextEncoderLoader", "WuerstchenTextEncode", "WuerstchenPriorSampler",
                 "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode", "WuerstchenTextEncodeBothStages"}
+EXPECTED_IDS |= {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"}  # issue 12: image → Stage C
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
@@ -106,7 +107,7 @@ def widgets_by_input(cls, values):
     return out
 
 
-@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image"])
+@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation"])
 def test_ui_workflows_line_up_with_inputs(name, model_dirs):
     ui = json.loads((EXAMPLES / f"{name}.json").read_text())
     api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
