@@ -7,7 +7,7 @@ Nothing here imports ComfyUI or diffusers. See docs/architecture.md for the laye
 from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify_component, infer_config,
                           load_decoder, load_prior, load_vqgan, read_state_dict)
 from .effnet import EfficientNetEncoder, effnet_input_size, effnet_pixels, encode_image
-from .effnet_checkpoint import load_effnet_encoder
+from .effnet_checkpoint import load_effnet_encoder, read_effnet_state_dict
 from .image_prep import resize_and_crop, to_rgb
 from .models import VQ_SCALE_FACTOR, PaellaVQ, StageBDecoder, StageCPrior
 from .models import pixel_chunks

@@ -23,14 +23,7 @@ SHOWN_KEYS = 2
 def load_effnet_encoder(path, *, dtype=torch.float32, device="cpu") -> EfficientNetEncoder:
     """The v2 encoder (EfficientNetV2-S features + affine-BatchNorm mapper) in eval mode, weights in ``dtype``."""
     file = Path(path).expanduser()
-    if file.is_dir():
-        raise CheckpointError(f"{file.name} is a folder; the EfficientNet encoder is a single file: {EXPECTED}")
-    state_dict = {_WRAPPER_PREFIXES.sub("", key): tensor
-                  for key, tensor in read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY).items()}
-    what = describe_if_not_v2_effnet(state_dict)
-    if what is not None:
-        raise CheckpointError(f"{file.name} is not the Würstchen v2 EfficientNet encoder: it is {what}; "
-                              f"expected {EXPECTED}")
+    state_dict = read_effnet_state_dict(file)
     encoder = EfficientNetEncoder(dtype=dtype, device="meta")  # adopts the file's tensors below: nothing allocated twice
     expected = encoder.state_dict()
     for key in expected:
@@ -41,6 +34,20 @@ def load_effnet_encoder(path, *, dtype=torch.float32, device="cpu") -> Efficient
                for key, tensor in state_dict.items()}
     encoder.load_state_dict(tensors, strict=True, assign=True)
     return encoder.eval().requires_grad_(False)
+
+
+def read_effnet_state_dict(path) -> dict[str, torch.Tensor]:
+    """The v2 encoder's tensors from either file format (no torchvision needed), or a one-line CheckpointError."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise CheckpointError(f"{file.name} is a folder; the EfficientNet encoder is a single file: {EXPECTED}")
+    state_dict = {_WRAPPER_PREFIXES.sub("", key): tensor
+                  for key, tensor in read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY).items()}
+    what = describe_if_not_v2_effnet(state_dict)
+    if what is not None:
+        raise CheckpointError(f"{file.name} is not the Würstchen v2 EfficientNet encoder: it is {what}; "
+                              f"expected {EXPECTED}")
+    return state_dict
 
 
 def describe_if_not_v2_effnet(state_dict: dict) -> str | None:

@@ -92,3 +92,15 @@ def test_without_torchvision_a_valid_file_gets_a_one_line_install_hint(tmp_path)
     with pytest.raises(ImportError) as error:
         load_effnet_encoder(tmp_path / "effnet.safetensors")
     assert str(error.value).startswith("the EfficientNet encoder needs torchvision") and "\n" not in str(error.value)
+
+
+def test_export_script_writes_the_encoder_tensors_as_safetensors(tmp_path):
+    import export_effnet  # scripts/
+    effnet = {**backbone(), **mapper()}
+    torch.save({"state_dict": {"clf.1.weight": torch.ones(2)}, "effnet_state_dict": effnet}, tmp_path / "b.pt")
+    assert export_effnet.main([str(tmp_path / "b.pt"), str(tmp_path / "out" / "effnet_v2.safetensors")]) == 0
+    exported = read_state_dict(tmp_path / "out" / "effnet_v2.safetensors")
+    assert exported.keys() == effnet.keys() and all(torch.equal(exported[k], effnet[k]) for k in effnet)
+    save_file({**backbone(), **mapper(affine=False)}, tmp_path / "v3.safetensors")
+    with pytest.raises(SystemExit, match="v3.safetensors is not the Würstchen v2 EfficientNet encoder"):
+        export_effnet.main([str(tmp_path / "v3.safetensors"), str(tmp_path / "x.safetensors")])
