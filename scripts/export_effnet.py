@@ -12,11 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core import CheckpointError, read_effnet_state_dict  # noqa: E402
+from run_workflow import import_pack  # the pack as ComfyUI imports it; its core is the engine
 
 
 def main(argv=None) -> int:
@@ -26,9 +22,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.output.suffix != ".safetensors":
         parser.error(f"{args.output.name}: the output must end in .safetensors")
+    core = import_pack().core
     try:
-        state_dict = read_effnet_state_dict(args.checkpoint)
-    except (CheckpointError, FileNotFoundError) as error:
+        state_dict = core.read_effnet_state_dict(args.checkpoint)
+    except (core.CheckpointError, FileNotFoundError) as error:
         raise SystemExit(str(error))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_file({key: tensor.contiguous() for key, tensor in state_dict.items()}, args.output)
