@@ -10,9 +10,11 @@ BOTH_STAGES_ENCODE = "WuerstchenTextEncodeBothStages"
 TEXT_ENCODER_LOADER = "WuerstchenTextEncoderLoader"
 # Each loader's model input, and the command-line option that sets it (a text encoder loader's depends on its stage).
 LOADER_INPUTS = {"WuerstchenPriorLoader": "prior_name", "WuerstchenDecoderLoader": "decoder_name",
-                 "WuerstchenVQGANLoader": "vqgan_name", TEXT_ENCODER_LOADER: "clip_name"}
+                 "WuerstchenVQGANLoader": "vqgan_name", TEXT_ENCODER_LOADER: "clip_name",
+                 "WuerstchenEfficientNetLoader": "effnet_name"}
 MODEL_OPTIONS = {"WuerstchenPriorLoader": "prior", "WuerstchenDecoderLoader": "decoder",
-                 "WuerstchenVQGANLoader": "vqgan", ("text_encoder", "prior"): "prior_text_encoder",
+                 "WuerstchenVQGANLoader": "vqgan", "WuerstchenEfficientNetLoader": "effnet",
+                 ("text_encoder", "prior"): "prior_text_encoder",
                  ("text_encoder", "decoder"): "decoder_text_encoder"}
 # Nodes that size an input image to the prior's width × height; they follow --width/--height.
 IMAGE_ENCODERS = {"WuerstchenVQEncode", "WuerstchenEfficientNetEncode"}
@@ -38,6 +40,8 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the text encoder loader that feeds the prior (template: wuerstchen-prior)")
     models.add_argument("--decoder-text-encoder", metavar="NAME",
                         help="the text encoder loader that feeds the decoder (template: wuerstchen)")
+    models.add_argument("--effnet", metavar="NAME",
+                        help="EfficientNet Loader's file (image variation template: model_v2_stage_b.pt)")
 
 
 def load_workflow(path: Path) -> dict:

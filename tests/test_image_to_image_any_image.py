@@ -139,3 +139,20 @@ def test_size_problems_are_one_line_in_pixels_naming_the_input(model_dirs):
     validate = NODES["WuerstchenVQEncode"].VALIDATE_INPUTS
     assert validate(width=0, height=0) is True and validate(width=512, height=None) is True
     assert "width=1000 is not supported" in validate(width=1000, height=512)
+
+
+def test_overrides_size_the_image_encoders_and_name_the_encoder_file():
+    parser = argparse.ArgumentParser()
+    run_workflow.add_override_arguments(parser)
+    args = parser.parse_args(["x.json", "--width", "512", "--height", "384", "--effnet", "effnet_v2.safetensors"])
+    variation = run_workflow.apply_overrides(
+        json.loads((EXAMPLES / "api" / "wuerstchen_image_variation.json").read_text()), args)
+    by_type = {node["class_type"]: node["inputs"] for node in variation.values()}
+    assert (by_type["WuerstchenEfficientNetEncode"]["width"], by_type["WuerstchenEfficientNetEncode"]["height"]) == \
+        (by_type["WuerstchenPriorSampler"]["width"], by_type["WuerstchenPriorSampler"]["height"]) == (512, 384)
+    assert by_type["WuerstchenEfficientNetLoader"]["effnet_name"] == "effnet_v2.safetensors"
+    img2img = json.loads((EXAMPLES / "api" / "wuerstchen_image_to_image.json").read_text())
+    vq_id = next(node_id for node_id, node in img2img.items() if node["class_type"] == "WuerstchenVQEncode")
+    assert run_workflow.apply_overrides(img2img, args)[vq_id]["inputs"]["width"] == 512
+    img2img[vq_id]["inputs"].update(width=0, height=0)  # 0 = keep the image's size: left alone
+    assert run_workflow.apply_overrides(img2img, args)[vq_id]["inputs"]["width"] == 0
