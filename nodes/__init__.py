@@ -20,8 +20,8 @@ NODE_DISPLAY_NAMES = {
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
     WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
-    WuerstchenEfficientNetLoader: "Würstchen EfficientNet Loader (image encoder)",
-    WuerstchenEfficientNetEncode: "Würstchen Image Encode (EfficientNet → Stage C)",
+    WuerstchenEfficientNetLoader: "Würstchen EfficientNet Loader",
+    WuerstchenEfficientNetEncode: "Würstchen Image Encode (Stage C)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}
