@@ -5,8 +5,9 @@ Which space the output lives in (checked against dome272/Wuerstchen and diffuser
 
 - the encoder proper is ``mapper(backbone(x))``: EfficientNetV2-S features, a 1×1 convolution to 16 channels and an
   affine BatchNorm. Call this the *effnet space*.
-- Stage B was trained on effnet-space features; the pack's Stage C ``LATENT`` (what the prior sampler returns and
-  the decoder consumes) is effnet space too. ``forward`` therefore returns it unchanged.
+- Stage B consumes effnet space: diffusers' prior pipeline hands the decoder its latents · 42 − 1. The pack's
+  Stage C ``LATENT`` (what the prior sampler returns and the decoder takes) is that space, so ``forward`` returns
+  the mapper output unchanged.
 - the prior denoises in ``(effnet + 1) / 42`` (dome272's later ``forward`` had ``.add(1).div(42)`` built in and
   diffusers' prior training script applies it); ``sample_prior`` maps its latents back with ``· 42 − 1``
   (``LATENT_MEAN``, ``LATENT_STD``) and maps an init latent forward itself, so nothing here applies the 42.
