@@ -1,38 +1,32 @@
 """Load the Würstchen v2 EfficientNet encoder: ``effnet_state_dict`` of dome272's ``model_v2_stage_b.pt``, or the
 same tensors as a ``.safetensors`` file. Anything else is refused with one line that says what the file is."""
 
-import re
 from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, identify_component, read_state_dict
-from .effnet import EfficientNetEncoder
+from ..models.effnet import EfficientNetEncoder
+from .components import COMPONENTS
+from .errors import CheckpointError
+from .files import read_state_dict
+from .keys import identify_component, strip_wrapper_prefixes
+from .load import adopt_weights, check_nothing_left_on_meta
 
 EFFNET_STATE_DICT_KEY = "effnet_state_dict"
 EXPECTED = ("model_v2_stage_b.pt (its effnet_state_dict) or a .safetensors of those tensors "
             "(backbone.*, mapper.0.weight, mapper.1.weight/bias/running_mean/running_var)")
 AFFINE_KEYS = {"mapper.1.weight", "mapper.1.bias"}
-# Added by DataParallel/DDP, torch.compile, or a wrapper module that held the encoder as ``effnet``.
-_WRAPPER_PREFIXES = re.compile(r"^(?:module\.|_orig_mod\.|effnet\.)+")
-_COMPONENT_TITLES = {"prior": "a Würstchen prior (Stage C)", "decoder": "a Würstchen decoder (Stage B)",
-                     "vqgan": "a Würstchen VQGAN (Stage A)", "text_encoder": "a CLIP text encoder"}
-SHOWN_KEYS = 2
+_HOLDER_PREFIX = "effnet."  # a training wrapper module that held the encoder as ``effnet``
 
 
 def load_effnet_encoder(path, *, dtype=torch.float32, device="cpu") -> EfficientNetEncoder:
     """The v2 encoder (EfficientNetV2-S features + affine-BatchNorm mapper) in eval mode, weights in ``dtype``."""
     file = Path(path).expanduser()
     state_dict = read_effnet_state_dict(file)
-    encoder = EfficientNetEncoder(dtype=dtype, device="meta")  # adopts the file's tensors below: nothing allocated twice
-    expected = encoder.state_dict()
-    for key in expected:
-        if key.endswith("num_batches_tracked"):  # a training-only counter that some exports drop
-            state_dict.setdefault(key, torch.zeros((), dtype=torch.long))
-    _check_keys_and_shapes(expected, state_dict, file.name)
-    tensors = {key: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
-               for key, tensor in state_dict.items()}
-    encoder.load_state_dict(tensors, strict=True, assign=True)
+    encoder = EfficientNetEncoder(dtype=dtype, device="meta")  # adopts the file's tensors: nothing allocated twice
+    adopt_weights(encoder, state_dict, file.name, "the v2 EfficientNet encoder", dtype=dtype, device=device,
+                  assign=True)
+    check_nothing_left_on_meta(encoder)
     return encoder.eval().requires_grad_(False)
 
 
@@ -41,7 +35,7 @@ def read_effnet_state_dict(path) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if file.is_dir():
         raise CheckpointError(f"{file.name} is a folder; the EfficientNet encoder is a single file: {EXPECTED}")
-    state_dict = {_WRAPPER_PREFIXES.sub("", key): tensor
+    state_dict = {strip_wrapper_prefixes(key).removeprefix(_HOLDER_PREFIX): tensor
                   for key, tensor in read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY).items()}
     what = describe_if_not_v2_effnet(state_dict)
     if what is not None:
@@ -70,19 +64,6 @@ def describe_if_not_v2_effnet(state_dict: dict) -> str | None:
     if any(key.startswith(("features.", "classifier.")) for key in keys):
         return "a torchvision EfficientNet checkpoint (features / classifier) without the Würstchen mapper"
     component = identify_component(state_dict)
-    if component in _COMPONENT_TITLES:
-        return f"{_COMPONENT_TITLES[component]} (no {EFFNET_STATE_DICT_KEY} in it)"
+    if component in COMPONENTS:
+        return f"a {COMPONENTS[component].title} (no {EFFNET_STATE_DICT_KEY} in it)"
     return component
-
-
-def _check_keys_and_shapes(expected: dict, state_dict: dict, name: str) -> None:
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    if missing or unexpected:
-        parts = [f"missing {len(missing)} keys such as {', '.join(missing[:SHOWN_KEYS])}"] if missing else []
-        parts += [f"{len(unexpected)} unexpected such as {', '.join(unexpected[:SHOWN_KEYS])}"] if unexpected else []
-        raise CheckpointError(f"{name} does not match the v2 EfficientNet encoder: {'; '.join(parts)}")
-    for key, tensor in expected.items():
-        if tensor.shape != state_dict[key].shape:
-            raise CheckpointError(f"{name} does not match the v2 EfficientNet encoder: {key} is "
-                                  f"{tuple(state_dict[key].shape)} in the file but {tuple(tensor.shape)} in the model")
