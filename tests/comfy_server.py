@@ -1,6 +1,6 @@
 """A real ComfyUI server on 127.0.0.1 with the pack and tiny demo models in a temporary base directory.
 
-Shared by tests/test_comfyui_server.py, tests/test_comfyui_frontend.py and scripts/screenshot_workflows.py:
+Shared by the tests in tests/comfyui/ and scripts/screenshot_workflows.py:
 
     with running_server("/path/to/ComfyUI", "/path/to/venv/bin/python", base_dir) as server:
         server.get("/object_info")
@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,10 @@ import queue_workflow as qw  # scripts/ is on sys.path through pack.py
 PACK_DIR_NAME = "ComfyUI-Wuerstchen"
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 120.0
+# What .ci/run runs, from the repository root, after building .venv-comfyui (torch, torchvision, ComfyUI's requirements).
+CI_COMMAND = "COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q"
+# Modules ComfyUI cannot start without that the pack's own .venv lacks.
+COMFYUI_MODULES = ("torchvision", "aiohttp", "comfyui_frontend_package")
 
 
 class ServerError(RuntimeError):
@@ -47,6 +52,38 @@ class Server:
         except qw.WorkflowError:
             text = ""
         return (text if isinstance(text, str) else json.dumps(text)) + self.log.read_text(errors="replace")
+
+
+def comfyui_or_skip() -> tuple[Path, str]:
+    """(ComfyUI checkout, the Python to start it with) from $COMFYUI_DIR and $COMFYUI_PYTHON (default: this one).
+
+    Skips the calling test module, saying how to run it, where the server cannot start: no COMFYUI_DIR, or an
+    interpreter without ComfyUI's requirements (the pack's plain .venv). A COMFYUI_DIR without main.py fails.
+    """
+    import pytest
+    how = (f"to run the real-server tests: {CI_COMMAND} (.ci/run builds .venv-comfyui; any checkout works: "
+           "COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python)")
+    directory = os.environ.get("COMFYUI_DIR")
+    if not directory:
+        pytest.skip(f"COMFYUI_DIR is not set; {how}", allow_module_level=True)
+    comfyui_dir = Path(directory).resolve()
+    if not (comfyui_dir / "main.py").is_file():
+        pytest.fail(f"COMFYUI_DIR={directory} is not a ComfyUI checkout (no main.py); {how}", pytrace=False)
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+    missing = missing_modules(python, COMFYUI_MODULES)
+    if missing:
+        pytest.skip(f"{python} lacks {', '.join(missing)} (ComfyUI's requirements); {how}", allow_module_level=True)
+    return comfyui_dir, python
+
+
+def missing_modules(python: str, modules) -> list[str]:
+    """Which of ``modules`` the interpreter ``python`` cannot import (found without importing them)."""
+    probe = ("import importlib.util, sys; "
+             "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))")
+    result = subprocess.run([python, "-c", probe, *modules], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        return list(modules)
+    return result.stdout.split()
 
 
 def free_port() -> int:

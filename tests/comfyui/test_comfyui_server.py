@@ -1,13 +1,13 @@
 """The pack inside a real ComfyUI server on 127.0.0.1: node registration, the API examples over HTTP, validation,
 wiring errors, progress/previews/Cancel over the websocket, and caching.
 
-Needs a ComfyUI checkout (and its Python, which must have the pack's requirements installed):
+Needs a ComfyUI checkout and a Python with ComfyUI's requirements and the pack's; .ci/run builds .venv-comfyui and
+runs, from the repository root:
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python \\
-        python -m pytest tests/test_comfyui_server.py -q
+    COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q
 
-COMFYUI_PYTHON defaults to the interpreter running pytest. The server runs on CPU with tiny random-weight models in a
-temporary base directory; nothing is written into the checkout.
+COMFYUI_PYTHON names another interpreter for the server (default: the one running pytest). The server runs on CPU
+with tiny random-weight models in a temporary base directory; nothing is written into the checkout.
 """
 
 import base64
@@ -15,9 +15,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
@@ -25,12 +25,9 @@ from pathlib import Path
 
 import pytest
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or sys.executable
-if not COMFYUI_DIR:
-    pytest.skip("set COMFYUI_DIR to a ComfyUI checkout (and optionally COMFYUI_PYTHON to its interpreter) to run the "
-                "real-server tests: COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python "
-                "python -m pytest tests/test_comfyui_server.py -q", allow_module_level=True)
+from comfy_server import comfyui_or_skip
+
+COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
 from pack import EXAMPLES, NODES, PACK  # noqa: E402
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
@@ -265,9 +262,14 @@ def test_every_node_is_registered_with_its_inputs(server, monkeypatch):
 
 
 def test_pack_imported_without_errors(server):
+    """The pack's own line under "Import times for custom nodes"; other packs' or ComfyUI's own failures (its audio
+    nodes without torchaudio, say) are not the pack's business."""
     logs = server.logs()
-    assert "IMPORT FAILED" not in logs, logs[-3000:]
-    assert PACK_DIR_NAME in logs  # listed under "Import times for custom nodes"
+    own_lines = [line for line in logs.splitlines()
+                 if re.search(r"\bseconds.*: .*custom_nodes[/\\]" + re.escape(PACK_DIR_NAME) + r"\s*$", line)]
+    assert own_lines, f"no import line for {PACK_DIR_NAME} in the log: {logs[-3000:]}"
+    assert all("IMPORT FAILED" not in line for line in own_lines), own_lines
+    assert not re.search(r"Cannot import .*" + re.escape(PACK_DIR_NAME), logs), logs[-3000:]
 
 
 def test_loaders_list_the_demo_folders(server):

@@ -1,39 +1,37 @@
 """The UI-format example in the real ComfyUI web UI: dropped onto the page in headless Chromium, every node found with
 its widget values, queued with the Queue button, and the image saved with the workflow embedded.
 
-Needs a ComfyUI checkout (whose Python has the pack's requirements), a Chromium binary and Playwright — only the
-Python package, the browser is the system's (`apt-get install chromium`; never `playwright install`):
+Needs what tests/comfyui/test_comfyui_server.py needs, plus a Chromium binary and Playwright: only the Python
+package, the browser is the system's (`apt-get install chromium`; never `playwright install`). It stays out of CI
+(see the README's Tests section):
 
-    pip install playwright
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python \\
-        python -m pytest tests/test_comfyui_frontend.py -q
+    pip install playwright   # into .venv-comfyui
+    COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q
 
 $CHROMIUM names the browser if it is not `chromium` on PATH. The browser may only reach the server on 127.0.0.1.
 """
 
 import io
 import json
-import os
-import sys
 
 import pytest
 
-from pack import PACK  # noqa: E402
-from screenshot_workflows import EXAMPLES, App, find_chromium, launch, write_settings  # scripts/ is on sys.path
+from comfy_server import comfyui_or_skip
 
-HOW = ("COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python "
-       "python -m pytest tests/test_comfyui_frontend.py -q  (needs `pip install playwright` and a chromium binary)")
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or sys.executable
+COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
+
+from pack import PACK  # noqa: E402
+from screenshot_workflows import EXAMPLES, App, find_chromium, launch, write_settings  # noqa: E402  (scripts/)
+
+HOW = ("pip install playwright into .venv-comfyui, apt-get install chromium (never `playwright install`), then "
+       "COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q")
 CHROMIUM = find_chromium()
-if not COMFYUI_DIR:
-    pytest.skip(f"set COMFYUI_DIR to run the web UI test: {HOW}", allow_module_level=True)
 if not CHROMIUM:
-    pytest.skip(f"no chromium binary (apt-get install chromium, or set CHROMIUM): {HOW}", allow_module_level=True)
+    pytest.skip(f"no chromium binary (or set CHROMIUM) for the web UI test: {HOW}", allow_module_level=True)
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:
-    pytest.skip(f"playwright is not installed (pip install playwright): {HOW}", allow_module_level=True)
+    pytest.skip(f"playwright is not installed for the web UI test: {HOW}", allow_module_level=True)
 
 import queue_workflow as qw  # noqa: E402
 from comfy_server import PACK_DIR_NAME, ServerError, running_server  # noqa: E402
