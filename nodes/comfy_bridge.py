@@ -3,14 +3,14 @@ and Cancel. Outside ComfyUI (tests, scripts) every function falls back to plain 
 """
 
 import inspect
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..core import COMPONENTS, DTYPE_NAMES, SUPPORTED_DTYPES, WEIGHT_SUFFIXES
+from ..core import DTYPE_NAMES, SUPPORTED_DTYPES
+from .model_listing import list_folder
 
 try:  # ComfyUI puts these on sys.path before it imports packs.
     import comfy.model_management as model_management
@@ -51,43 +51,15 @@ def model_dirs() -> list[Path]:
     return [Path(d) for d in dirs]
 
 
-def _is_model_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
-
-
-def _folder_holds(path: Path, kind: str) -> bool:
-    """A diffusers folder holds ``kind`` in a pipeline sub-folder, or is its component folder (config.json class)."""
-    component = COMPONENTS[kind]
-    if any((path / name).is_dir() for name in component.pipeline_folders):
-        return True
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(config, dict):
-        return False
-    return bool(({config.get("_class_name")} | set(config.get("architectures") or [])) & component.config_classes)
-
-
 def list_models(kind: str) -> list[str]:
     """What the ``kind`` loader can load, as paths relative to the model dirs (what a saved workflow stores):
     diffusers folders holding that component, and weight files (the text encoder needs its folder and tokenizer).
 
-    A diffusers folder is one entry; its own files are reached through it, so the walk stops there.
+    A diffusers folder is one entry; its own files are reached through it. model_listing bounds and caches the walk.
     """
     names = set()
     for root in model_dirs():
-        for folder, subfolders, files in os.walk(root, followlinks=True):
-            here = Path(folder)
-            if here != root and _is_model_folder(here):
-                if _folder_holds(here, kind):
-                    names.add(here.relative_to(root).as_posix())
-                subfolders[:] = []
-                continue
-            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-            if kind != "text_encoder":
-                names.update((here / f).relative_to(root).as_posix() for f in files
-                             if Path(f).suffix.lower() in WEIGHT_SUFFIXES and not f.startswith("."))
+        names.update(name for name, kinds in list_folder(root).items() if kind in kinds)
     return sorted(names)
 
 
