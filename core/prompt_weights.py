@@ -111,6 +111,10 @@ def _explicit_weight(content: str) -> tuple[str, float | None]:
 
 # --- tokens and weights ------------------------------------------------------------------------------------------
 
+SHOWN_DROPPED_WORDS = 8
+DECODED_DROPPED_TOKENS = 64  # enough for the words shown
+
+
 @dataclass
 class Truncation:
     prompt_index: int
@@ -119,9 +123,13 @@ class Truncation:
     dropped_text: str
 
     def message(self, max_length: int, numbered: bool = True) -> str:
+        """One short line: the counts and the first few dropped words (a pasted novel must not flood the log)."""
         prompt = f"Prompt {self.prompt_index}" if numbered else "The prompt"
+        words = self.dropped_text.split()
+        quoted = " ".join(words[:SHOWN_DROPPED_WORDS])[:120]
+        more = " …" if len(words) > SHOWN_DROPPED_WORDS or self.dropped > DECODED_DROPPED_TOKENS else ""
         return (f"{prompt} is too long for CLIP ({self.tokens} tokens, limit {max_length}): "
-                f"{self.dropped} tokens were dropped: {self.dropped_text!r}")
+                f"{self.dropped} tokens were dropped, starting with {quoted!r}{more}")
 
 
 @dataclass
@@ -147,7 +155,8 @@ def tokenize_weighted(tokenizer, prompts: list[str], max_length: int) -> Weighte
         ids, row_weights = _content_tokens(tokenizer, segments)
         kept = max_length - 2
         if len(ids) > kept:
-            truncations.append(Truncation(row, len(ids) + 2, len(ids) - kept, tokenizer.decode(ids[kept:])))
+            truncations.append(Truncation(row, len(ids) + 2, len(ids) - kept,
+                                           tokenizer.decode(ids[kept:kept + DECODED_DROPPED_TOKENS])))
         if all(weight == 1.0 for weight in row_weights):
             continue
         if weights is None:

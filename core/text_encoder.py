@@ -15,6 +15,7 @@ import torch
 
 from .checkpoints import load_clip_text_model, load_clip_tokenizer
 from .prompt_weights import apply_token_weights, tokenize_weighted
+from .validation import check_prompt_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def _as_prompt_list(prompts: PromptInput) -> list[str]:
         raise ValueError("encode() needs at least one prompt")
     if not all(isinstance(prompt, str) for prompt in prompt_list):
         raise TypeError("prompts must be a str or a list of str")
+    for index, prompt in enumerate(prompt_list):
+        check_prompt_text(f"prompt {index}" if len(prompt_list) > 1 else "the prompt", prompt)
     return prompt_list
 
 

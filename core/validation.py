@@ -24,6 +24,15 @@ def check_image_size(name: str, value: int) -> None:
                      f"{IMAGE_SIZE_MIN} and {IMAGE_SIZE_MAX} (nearest: {nearest})")
 
 
+def check_prompt_text(name: str, text: str) -> None:
+    """Text the tokenizer can take: a lone UTF-16 surrogate (from a broken JSON escape such as "\\ud800") is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{name} contains a lone surrogate U+{ord(text[error.start]):04X} at character "
+                         f"{error.start}, which is not text; remove it or send the prompt as UTF-8") from None
+
+
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

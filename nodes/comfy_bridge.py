@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..core import DTYPE_NAMES, SUPPORTED_DTYPES
+from ..core import DTYPE_NAMES, SUPPORTED_DTYPES, is_regular_file_or_folder, path_inside, shown
+from .messages import bounded_message
 from .model_listing import list_folder
 
 try:  # ComfyUI puts these on sys.path before it imports packs.
@@ -64,12 +65,19 @@ def list_models(kind: str) -> list[str]:
 
 
 def resolve_model(name: str) -> Path:
+    """The file or folder ``name`` (as listed by list_models) in the first model dir that has it."""
     for root in model_dirs():
-        candidate = root / name
+        candidate = path_inside(root, name)
+        if candidate is None:
+            raise ValueError(f"model name {shown(name)} is not a path inside the model folders; "
+                             "pick one the loader lists")
         if candidate.exists():
+            if not is_regular_file_or_folder(candidate):
+                raise ValueError(f"model '{bounded_message(name)}' is not a regular file or folder (a device, pipe "
+                                 "or socket); pick a weights file or a model folder")
             return candidate
-    searched = ", ".join(str(d) for d in model_dirs()) or f"none (set {MODEL_DIRS_ENV} outside ComfyUI)"
-    raise FileNotFoundError(f"model '{name}' was not found in the Würstchen model folders: {searched}")
+    searched = ", ".join(d.name for d in model_dirs()) or f"none (set {MODEL_DIRS_ENV} outside ComfyUI)"
+    raise FileNotFoundError(f"model {shown(name)} was not found in the Würstchen model folders: {searched}")
 
 
 # --- devices, dtypes and model management --------------------------------------------------------------------

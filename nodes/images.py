@@ -18,15 +18,17 @@ def image_pixels(image, input_name: str) -> torch.Tensor:
 
 
 def size_errors(allow_zero: bool = False, **sizes) -> str | bool:
-    """Queue-time check of constant width/height for VALIDATE_INPUTS (linked inputs arrive as None)."""
+    """Queue-time check of constant width/height for VALIDATE_INPUTS (linked inputs arrive as None). ComfyUI shows
+    the one message under each input the check reads, so it names every bad input with its own problem."""
+    problems = []
     for name, value in sizes.items():
         if value is None or (allow_zero and value == 0):
             continue
         try:
             check_image_size(name, value)
         except ValueError as error:
-            return str(error) + (" (or 0 to keep the image's size)" if allow_zero else "")
-    return True
+            problems.append(str(error) + (" (or 0 to keep the image's size)" if allow_zero else ""))
+    return "; ".join(problems) or True
 
 
 def stage_c_pixels(latent_hw) -> str:

@@ -3,7 +3,8 @@
 import torch
 
 from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
-from .comfy_bridge import list_models, manage, placement, resolve_model, show_text
+from .comfy_bridge import list_models, manage, model_dirs, placement, resolve_model, show_text
+from .messages import bounded_error
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 
 WEIGHT_DTYPES = ["auto", *DTYPE_NAMES]
@@ -34,14 +35,17 @@ class TextEncoderModule(torch.nn.Module):
 
 
 def load_component(kind: str, name: str, weight_dtype: str):
-    path = resolve_model(name)
-    load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
-    if kind == "text_encoder":
-        encoder = load_text_encoder(path, dtype=storage, device=offload_device)
-        return manage(kind, TextEncoderModule(encoder.model), load_device, offload_device, compute, handle=encoder,
-                      full_load=True)
-    module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
-    return manage(kind, module, load_device, offload_device, compute)
+    try:
+        path = resolve_model(name)
+        load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
+        if kind == "text_encoder":
+            encoder = load_text_encoder(path, dtype=storage, device=offload_device)
+            return manage(kind, TextEncoderModule(encoder.model), load_device, offload_device, compute,
+                          handle=encoder, full_load=True)
+        module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
+        return manage(kind, module, load_device, offload_device, compute)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
+        raise bounded_error(error, model_dirs()) from error
 
 
 class _ComponentLoader:

@@ -2,12 +2,13 @@
 
 import torch
 
-from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image_size, compile_denoisers,
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, compile_denoisers,
                     decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior, seed_generators,
                     stage_c_timesteps)
 from .comfy_bridge import activate, intermediate_device, step_callback
 from .images import check_decoder_start_size, check_prior_start_size
 from .preview import latent_preview
+from .queue_checks import input_problems
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
@@ -19,18 +20,6 @@ PER_IMAGE_SEEDS = ("BOOLEAN", {"default": False, "tooltip": (
 PRIOR_SCHEDULES = ["reference", "linear"]
 COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's blocks: faster steps after a warm-up "
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
-
-
-def _size_errors(**sizes) -> str | bool:
-    """Queue-time check of constant width/height (linked inputs arrive as None)."""
-    for name, value in sizes.items():
-        if value is None:
-            continue
-        try:
-            check_image_size(name, value)
-        except ValueError as error:
-            return str(error)
-    return True
 
 
 class WuerstchenPriorSampler:
@@ -77,8 +66,8 @@ class WuerstchenPriorSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None):
-        return _size_errors(width=width, height=height)
+    def VALIDATE_INPUTS(cls, width=None, height=None, cfg=None, denoise=None):
+        return input_problems(cls.INPUT_TYPES(), width=width, height=height, cfg=cfg, denoise=denoise)
 
     def sample(self, prior, positive, negative, seed, steps, schedule, cfg, width, height, batch_size,
                latent=None, denoise=1.0, compile=False, per_image_seeds=False):
@@ -132,6 +121,10 @@ class WuerstchenDecoderSampler:
                 "per_image_seeds": PER_IMAGE_SEEDS,
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, denoise=None):
+        return input_problems(cls.INPUT_TYPES(), cfg=cfg, denoise=denoise)
 
     def sample(self, decoder, positive, prior_latent, seed, steps, cfg, negative=None, latent=None, denoise=1.0,
                compile=False, per_image_seeds=False):

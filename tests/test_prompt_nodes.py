@@ -61,7 +61,8 @@ def test_truncated_prompt_is_shown_on_the_node(encoders, shown):
     prior_te, decoder_te = encoders
     NODES["WuerstchenTextEncode"]().encode(prior_te, LONG_PROMPT)
     assert len(shown) == 1 and shown[0].startswith("The prompt is too long for CLIP (82 tokens, limit 77): "
-                                                   "5 tokens were dropped: 'horse horse horse horse horse'")
+                                                   "5 tokens were dropped, starting with 'horse horse horse horse "
+                                                   "horse'")
     shown.clear()
     NODES["WuerstchenTextEncodeBothStages"]().encode(prior_te, decoder_te, LONG_PROMPT, negative="")
     lines = shown[0].split("\n")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..config_values import config_problem
+from ..safe_paths import outside_references, shown
 from .components import COMPONENTS
 from .errors import CheckpointError, first_line
 from .files import component_folder, display_name, find_weights_file, read_state_dict
@@ -19,6 +21,9 @@ from .keys import CLIP_NESTED_PREFIX, normalise_clip_keys
 from .load import adopt_weights, check_is_component, check_nothing_left_on_meta
 
 TEXT_ENCODER = COMPONENTS["text_encoder"]
+# Sizes a config.json must give as whole numbers (checked before transformers builds anything from them).
+CONFIG_SIZES = {name: 1 for name in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                                     "vocab_size", "max_position_embeddings")}
 
 
 def load_clip_text_model(path, *, dtype=torch.float32, device="cpu"):
@@ -48,8 +53,11 @@ def _read_config(config_file: Path):
         raise CheckpointError(f"{config_file.parent.name}/config.json cannot be read ({first_line(error)})") from error
     model_type = config_dict.get("model_type", "clip_text_model") if isinstance(config_dict, dict) else None
     if model_type != "clip_text_model":
-        raise CheckpointError(f"{config_file.parent.name}/config.json: model_type is {model_type!r}, expected "
+        raise CheckpointError(f"{config_file.parent.name}/config.json: model_type is {shown(model_type)}, expected "
                               "'clip_text_model' (a CLIPTextModel config)")
+    problem = config_problem({key: config_dict[key] for key in CONFIG_SIZES if key in config_dict}, CONFIG_SIZES)
+    if problem:
+        raise CheckpointError(f"{config_file.parent.name}/config.json has a bad value: {problem}")
     return CLIPTextConfig.from_dict(config_dict)
 
 
@@ -70,6 +78,11 @@ def _rebuild_position_ids(model, device: torch.device) -> None:
 
 def load_clip_tokenizer(tokenizer_dir: Path):
     tokenizer_dir = Path(tokenizer_dir)
+    escaping = outside_references(tokenizer_dir / "tokenizer_config.json")
+    if escaping:  # transformers 4.x opens a vocab_file/merges_file/tokenizer_file the config names
+        key, value = escaping[0]
+        raise CheckpointError(f"{tokenizer_dir.name}/tokenizer_config.json: {key}={shown(value)} names a file "
+                              "outside the tokenizer folder; only files inside it are read")
     has_fast_files = (tokenizer_dir / "tokenizer.json").is_file()
     has_bpe_files = (tokenizer_dir / "vocab.json").is_file() and (tokenizer_dir / "merges.txt").is_file()
     if not (has_fast_files or has_bpe_files):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from ..config_values import config_problem
 from ..models import VQ_SCALE_FACTOR, StageBDecoder
 from .components import COMPONENTS
-from .errors import CheckpointError, first_line
+from .errors import SHOWN_KEYS, CheckpointError, first_line, one_line, shorten_key
 from .keys import CODEBOOK_KEY
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,14 @@ def config_from_json(component: str, config_file) -> dict:
         raise CheckpointError(f"{config_file.parent.name}/config.json is not a JSON object")
     accepted = _constructor_arguments(COMPONENTS[component].model_class)
     config = {key: value for key, value in raw.items() if key in accepted}
+    problem = config_problem(config, accepted)
+    if problem:
+        raise CheckpointError(f"{config_file.parent.name}/config.json has a bad value: {problem}")
     ignored = [key for key in raw if not key.startswith("_") and key not in accepted]
     if ignored:
-        logger.warning("%s: ignoring config.json keys that the %s does not use: %s",
-                       config_file, COMPONENTS[component].title, ", ".join(ignored))
+        shown_keys = ", ".join(shorten_key(str(key)) for key in ignored[:SHOWN_KEYS])
+        logger.warning("%s", one_line(f"{config_file.parent.name}/config.json: ignoring {len(ignored)} keys that "
+                                      f"the {COMPONENTS[component].title} does not use: {shown_keys}"))
     return config
 
 

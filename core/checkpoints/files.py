@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ..safe_paths import is_regular_file_or_folder, path_inside, shown
 from .components import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, Component
 from .errors import CheckpointError, first_line
 
@@ -41,6 +42,9 @@ def _existing(component: Component, path: Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected a {component.title} file or folder)")
+    if not is_regular_file_or_folder(path):
+        raise CheckpointError(f"{path.name} is not a regular file or folder (a device, pipe or socket); "
+                              f"expected a {component.title} file or folder")
     return path
 
 
@@ -185,9 +189,14 @@ def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{index_file.name} is not a valid shard index ({first_line(error)})") from error
     state_dict: dict[str, torch.Tensor] = {}
     for shard_name in shard_names:
-        shard_file = index_file.parent / shard_name
+        shard_file = path_inside(index_file.parent, shard_name)
+        if shard_file is None:
+            raise CheckpointError(f"{index_file.name} names shard {shown(shard_name)}, which is not a file name "
+                                  "inside its folder; shards must sit beside the index")
+        if shard_file.name.endswith(".index.json"):
+            raise CheckpointError(f"{index_file.name} names another index, {shown(shard_name)}, as a shard")
         if not shard_file.is_file():
-            raise FileNotFoundError(f"{index_file.name} lists shard {shard_name}, "
-                                    f"which is missing from {index_file.parent}")
+            raise FileNotFoundError(f"{index_file.name} lists shard {shown(shard_name)}, "
+                                    f"which is missing from {index_file.parent.name}/")
         state_dict.update(read_state_dict(shard_file))
     return state_dict

@@ -57,7 +57,7 @@ def _build_net(component: Component, config: dict, config_source: str, *, dtype,
     build_device = "meta" if operations is torch.nn else device
     try:
         return component.model_class(**config, dtype=dtype, device=build_device, operations=operations)
-    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as error:
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError, IndexError, KeyError, OverflowError) as error:
         raise CheckpointError(f"cannot build a {component.title} from {config_source}: {first_line(error)}") from error
 
 
