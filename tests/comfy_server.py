@@ -24,7 +24,7 @@ import queue_workflow as qw  # scripts/ is on sys.path through pack.py
 PACK_DIR_NAME = "ComfyUI-Wuerstchen"
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 120.0
-# What .ci/run runs, from the repository root, after building .venv-comfyui (torch, torchvision, ComfyUI's requirements).
+# What .ci/run runs from the repository root once it has built .venv-comfyui (torchvision, ComfyUI's requirements).
 CI_COMMAND = "COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q"
 # Modules ComfyUI cannot start without that the pack's own .venv lacks.
 COMFYUI_MODULES = ("torchvision", "aiohttp", "comfyui_frontend_package")
