@@ -157,7 +157,7 @@ def test_a_device_under_a_weights_name_is_not_offered(server):
      "not a file name inside its folder"),
     (PRIOR_LOADER, "prior_name", "bad-config", "bad-config/config.json has a bad value: c='abc': expected a whole"),
     (TEXT_ENCODER_LOADER, "clip_name", "bad-clip",
-     "bad-clip/text_encoder/model.safetensors does not match CLIPTextModel"),
+     "text_encoder/model.safetensors is not a CLIP text encoder"),
 ], ids=["pickle_with_code", "truncated_safetensors", "shard_index_outside", "config_bad_values", "text_encoder"])
 def test_bad_model_file_fails_with_one_short_line(server, node_id, input_name, name, expected):
     entry = run(server, small_t2i(**{f"{node_id}.{input_name}": name}))
