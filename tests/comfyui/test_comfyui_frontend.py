@@ -2,10 +2,9 @@
 its widget values, queued with the Queue button, and the image saved with the workflow embedded.
 
 Needs what tests/comfyui/test_comfyui_server.py needs, plus a Chromium binary and Playwright: only the Python
-package, the browser is the system's (`apt-get install chromium`; never `playwright install`). It stays out of CI
-(see the README's Tests section):
+package, the browser is the system's (`apt-get install chromium`; never `playwright install`). .ci/run installs
+playwright into .venv-comfyui and runs, from the repository root (this test skips where chromium is missing):
 
-    pip install playwright   # into .venv-comfyui
     COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q
 
 $CHROMIUM names the browser if it is not `chromium` on PATH. The browser may only reach the server on 127.0.0.1.
