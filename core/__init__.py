@@ -10,8 +10,9 @@ from .compile import compile_denoisers
 from .decoder import StageBDecoder
 from .preview import latent_preview
 from .prior import StageCPrior
-from .sampling import (LATENT_MEAN, LATENT_STD, draw_noise, generators_for_seed, sample_decoder, sample_prior,
-                       stage_b_size, stage_c_size, vq_decode, vq_encode)
+from .sampling import (LATENT_DIM_SCALE, LATENT_MEAN, LATENT_STD, RESOLUTION_MULTIPLE, draw_noise,
+                       generators_for_seed, sample_decoder, sample_prior, stage_b_size, stage_c_size, vq_decode,
+                       vq_encode)
 from .scheduler import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
 from .text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
 from .validation import NonFiniteOutputError, check_image_size

@@ -2,6 +2,9 @@
 
 from .comfy_bridge import register_model_folder
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
+from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
+                           WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
+                           WuerstchenSigmas)
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
 from .text import WuerstchenTextEncode
 from .vq import WuerstchenVQDecode, WuerstchenVQEncode
@@ -18,6 +21,13 @@ NODE_DISPLAY_NAMES = {
     WuerstchenDecoderSampler: "Würstchen Decoder Sampler (Stage B)",
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
+    WuerstchenPriorModelLoader: "Würstchen Prior Model Loader (Stage C, MODEL)",
+    WuerstchenDecoderModelLoader: "Würstchen Decoder Model Loader (Stage B, MODEL)",
+    WuerstchenPriorCheckpointLoader: "Würstchen Prior Checkpoint Loader",
+    WuerstchenDecoderCheckpointLoader: "Würstchen Decoder Checkpoint Loader",
+    WuerstchenEmptyLatent: "Würstchen Empty Latent",
+    WuerstchenSigmas: "Würstchen Sigmas (reference schedule)",
+    WuerstchenSampler: "Würstchen DDPM Sampler (reference)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

@@ -1,0 +1,105 @@
+"""The Würstchen v2 prior and decoder as ComfyUI ``BaseModel``s: what KSampler, LoRA, merge and save nodes drive.
+
+``diffusion_model`` is the pack's own network, so state-dict keys are ``diffusion_model.<diffusers key>`` and the
+sampler's σ reaches it as the reference's noise ratio r through ``WuerstchenSampling``.
+"""
+
+import math
+
+import comfy.conds
+import comfy.model_base
+import comfy.model_management
+import torch
+
+from ...core import LATENT_DIM_SCALE
+from .model_sampling import WuerstchenSampling
+
+# Rough activation bytes per latent pixel and model row (fp16/bf16), for ComfyUI's memory planning.
+PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 100_000, 6_000
+
+
+class _WuerstchenModel(comfy.model_base.BaseModel):
+    STAGE = ""
+    LATENT_NAME = ""
+    BYTES_PER_PIXEL = 0
+
+    def __init__(self, model_config, diffusion_model: torch.nn.Module, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.STABLE_CASCADE, device=device)
+        self.model_sampling = WuerstchenSampling(model_config)
+        self.diffusion_model = diffusion_model.eval().requires_grad_(False)
+
+    def get_dtype(self) -> torch.dtype:
+        return next(self.diffusion_model.parameters()).dtype
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        self._check_latent(x)
+        dtype = self.manual_cast_dtype or self.get_dtype()
+        sample = self.model_sampling.calculate_input(t, x).to(dtype)
+        ratio = self.model_sampling.timestep(t).to(device=x.device, dtype=dtype)  # the reference feeds r in dtype
+        text = self._text_states(c_crossattn, sample.device, dtype)
+        eps = self._predict_noise(sample, ratio, text, dtype, **kwargs)
+        return self.model_sampling.calculate_denoised(t, eps.float(), x)
+
+    def _check_latent(self, x: torch.Tensor) -> None:
+        channels = self.diffusion_model.c_in
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"latent_image: the Würstchen {self.STAGE} samples {channels}-channel {self.LATENT_NAME}s, "
+                             f"got a latent of shape {tuple(x.shape)}; start from Würstchen Empty Latent")
+
+    def _text_states(self, c_crossattn, device, dtype) -> torch.Tensor:
+        width = self.text_width
+        if c_crossattn is None or c_crossattn.shape[-1] != width:
+            found = "none" if c_crossattn is None else f"width {c_crossattn.shape[-1]}"
+            raise ValueError(f"positive/negative: the Würstchen {self.STAGE} needs text states of width {width} from "
+                             f"the {self.STAGE}'s Würstchen text encoder, got {found}")
+        return comfy.model_management.cast_to_device(c_crossattn, device, dtype)
+
+    def extra_conds(self, **kwargs):
+        out = {}
+        cross_attn = kwargs.get("cross_attn", None)
+        if cross_attn is not None:
+            out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
+        return out
+
+    def memory_required(self, input_shape, cond_shapes={}):
+        return input_shape[0] * math.prod(input_shape[2:]) * self.BYTES_PER_PIXEL
+
+
+class WuerstchenPriorModel(_WuerstchenModel):
+    STAGE, LATENT_NAME, BYTES_PER_PIXEL = "prior", "Stage C latent", PRIOR_BYTES_PER_PIXEL
+
+    @property
+    def text_width(self) -> int:
+        return self.diffusion_model.c_cond
+
+    def _predict_noise(self, sample, ratio, text, dtype, **kwargs):
+        return self.diffusion_model(sample, ratio, text)
+
+
+class WuerstchenDecoderModel(_WuerstchenModel):
+    STAGE, LATENT_NAME, BYTES_PER_PIXEL = "decoder", "Stage B latent", DECODER_BYTES_PER_PIXEL
+
+    @property
+    def text_width(self) -> int:
+        return self.diffusion_model.clip_embd
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        noise = kwargs["noise"]
+        # Without a Stage C latent (the negative, as in the reference's unguided branch) the effnet is zeros; its
+        # size matches what the positive's would be, so both branches still run as one batch.
+        effnet = kwargs.get("stable_cascade_prior", None)
+        if effnet is None:
+            size = [max(1, round(side / LATENT_DIM_SCALE)) for side in noise.shape[-2:]]
+            effnet = torch.zeros((1, self.diffusion_model.effnet_embd, *size), dtype=noise.dtype, device=noise.device)
+        out["effnet"] = comfy.conds.CONDRegular(effnet)
+        return out
+
+    def _predict_noise(self, sample, ratio, text, dtype, effnet=None, **kwargs):
+        channels = self.diffusion_model.effnet_embd
+        if effnet is None or effnet.dim() != 4 or effnet.shape[1] != channels:
+            found = "none" if effnet is None else f"shape {tuple(effnet.shape)}"
+            raise ValueError(f"positive: the Würstchen decoder needs a {channels}-channel Stage C latent in its "
+                             f"conditioning (StableCascade_StageB_Conditioning), got {found}")
+        effnet = comfy.model_management.cast_to_device(effnet, sample.device, dtype)
+        return self.diffusion_model(sample, ratio, effnet, text)

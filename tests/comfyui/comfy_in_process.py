@@ -1,0 +1,40 @@
+"""ComfyUI's own modules, imported in this process, for the tests in tests/comfyui/.
+
+``comfyui()`` puts $COMFYUI_DIR on sys.path (CPU mode when there is no CUDA) and returns the pack imported as
+ComfyUI imports it; without COMFYUI_DIR or an importable ComfyUI it skips the test with how to run it.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HOW_TO = ("run these tests with ComfyUI's venv and COMFYUI_DIR set to a ComfyUI checkout, e.g. from the repository "
+          "root: COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q")
+
+
+def comfyui():
+    """The pack (imported after ComfyUI, so it takes its ComfyUI paths), or a skip saying how to run the test."""
+    directory = os.environ.get("COMFYUI_DIR")
+    if not directory:
+        pytest.skip(f"COMFYUI_DIR is not set; {HOW_TO}")
+    path = Path(directory).expanduser().resolve()
+    if not (path / "comfy" / "model_base.py").is_file():
+        pytest.skip(f"COMFYUI_DIR={directory} holds no comfy/model_base.py; {HOW_TO}")
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    try:
+        import torch
+        from comfy.cli_args import args
+        if not torch.cuda.is_available():
+            args.cpu = True
+        import comfy.model_management  # noqa: F401
+        import comfy.samplers  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"ComfyUI's modules do not import in this venv ({error}); {HOW_TO}")
+    import run_workflow
+    pack = run_workflow.import_pack()
+    if not pack.nodes.comfy_bridge.IN_COMFYUI:
+        pytest.skip("the pack was imported before ComfyUI in this process; run tests/comfyui on their own: " + HOW_TO)
+    return pack
