@@ -131,7 +131,7 @@ class WuerstchenEmptyLatent:
         return {"required": {
             "width": ("INT", dict(size, tooltip="Image width in pixels (multiple of 128).")),
             "height": ("INT", dict(size, tooltip="Image height in pixels (multiple of 128).")),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images in the batch."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "step": 1, "tooltip": "Images in the batch."}),
         }}
 
     @classmethod
@@ -160,7 +160,7 @@ class WuerstchenSigmas:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "tooltip": "29 (reference) for the prior, "
+            "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1, "tooltip": "29 (reference) for the prior, "
                                                                               "12 (linear) for the decoder."}),
             "schedule": (["reference", "linear"], {"default": "reference", "tooltip": "reference: 2/3 of the steps "
                                                    "in the noisiest third; linear: evenly spaced ratios."}),

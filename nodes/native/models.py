@@ -45,6 +45,10 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         if x.dim() != 4 or x.shape[1] != channels:
             raise ValueError(f"latent_image: the Würstchen {self.STAGE} samples {channels}-channel {self.LATENT_NAME}s, "
                              f"got a latent of shape {tuple(x.shape)}; start from Würstchen Empty Latent")
+        self._check_sides(x)
+
+    def _check_sides(self, x: torch.Tensor) -> None:
+        pass
 
     def _text_states(self, c_crossattn, device, dtype) -> torch.Tensor:
         width = self.text_width
@@ -83,11 +87,17 @@ class WuerstchenDecoderModel(_WuerstchenModel):
     def text_width(self) -> int:
         return self.diffusion_model.clip_embd
 
+    def _check_sides(self, x: torch.Tensor) -> None:
+        multiple = self.diffusion_model.latent_multiple
+        if x.shape[-2] % multiple or x.shape[-1] % multiple:
+            raise ValueError(f"latent_image: the Würstchen decoder needs Stage B latent sides that are multiples of "
+                             f"{multiple}, got {tuple(x.shape[-2:])}; use the stage_b output of Würstchen Empty Latent")
+
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
         noise = kwargs["noise"]
-        # Without a Stage C latent (the negative, as in the reference's unguided branch) the effnet is zeros; its
-        # size matches what the positive's would be, so both branches still run as one batch.
+        # Without a Stage C latent (the negative, as in the reference's unguided branch) the effnet is zeros, as in
+        # ComfyUI's Stable Cascade; its size matches the positive's, so both branches still run as one batch.
         effnet = kwargs.get("stable_cascade_prior", None)
         if effnet is None:
             size = [max(1, round(side / LATENT_DIM_SCALE)) for side in noise.shape[-2:]]

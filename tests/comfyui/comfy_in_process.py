@@ -38,3 +38,9 @@ def comfyui():
     if not pack.nodes.comfy_bridge.IN_COMFYUI:
         pytest.skip("the pack was imported before ComfyUI in this process; run tests/comfyui on their own: " + HOW_TO)
     return pack
+
+
+def native_module(pack, name: str):
+    """A module of the pack's ``nodes/native`` package (e.g. "loading"), imported under the pack's package name."""
+    import importlib
+    return importlib.import_module(f"{pack.__name__}.nodes.native.{name}")
