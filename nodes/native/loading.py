@@ -4,6 +4,7 @@ import comfy.model_patcher
 
 from ...core import load_decoder, load_prior
 from ..comfy_bridge import placement
+from . import lora
 from .model_configs import WuerstchenDecoderConfig, WuerstchenPriorConfig
 from .models import WuerstchenDecoderModel, WuerstchenPriorModel
 
@@ -15,6 +16,7 @@ STAGES = {
 
 def wrap_network(stage: str, network, load_device, offload_device, storage_dtype, compute_dtype):
     """A ModelPatcher around an already built ``core`` network (built with ComfyUI's ops for streaming)."""
+    lora.install()  # from the first Würstchen MODEL on, ComfyUI's LoRA loaders know its key names
     _, config_class, model_class = STAGES[stage]
     config = config_class(network.config)
     config.set_inference_dtype(storage_dtype, compute_dtype if compute_dtype != storage_dtype else None)
