@@ -23,6 +23,10 @@ class _WuerstchenConfig(comfy.supported_models_base.BASE):
     def matches(cls, unet_config, state_dict=None):  # never picked by ComfyUI's own checkpoint detection
         return False
 
+    def process_unet_state_dict_for_saving(self, state_dict):
+        """ModelSave / CheckpointSave write the network's own (diffusers) keys, which the pack's loaders read."""
+        return state_dict
+
 
 class WuerstchenPriorConfig(_WuerstchenConfig):
     stage = "prior"
