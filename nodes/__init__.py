@@ -4,7 +4,7 @@ from .comfy_bridge import register_model_folder
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
 from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
                            WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
-                           WuerstchenSigmas)
+                           WuerstchenSigmas, WuerstchenVAELoader)
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
 from .text import WuerstchenTextEncode
 from .vq import WuerstchenVQDecode, WuerstchenVQEncode
@@ -28,6 +28,7 @@ NODE_DISPLAY_NAMES = {
     WuerstchenEmptyLatent: "Würstchen Empty Latent",
     WuerstchenSigmas: "Würstchen Sigmas (reference schedule)",
     WuerstchenSampler: "Würstchen DDPM Sampler (reference)",
+    WuerstchenVAELoader: "Würstchen VAE Loader (Stage A)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

@@ -4,23 +4,25 @@ latents of the right sizes, and the reference's SIGMAS and SAMPLER for SamplerCu
 The heavy lifting lives in ``nodes/native`` (imported inside the functions, so the pack imports without ComfyUI).
 """
 
+import importlib
+
 import torch
 
 from ..core import check_image_size, stage_b_size, stage_c_size
 from .comfy_bridge import intermediate_device, list_models, resolve_model
 from .loaders import DTYPE_TOOLTIP, WEIGHT_DTYPES, load_component
 from .samplers import _size_errors
-from .wiring import TEXT_ENCODER, VQGAN, make_latent
+from .wiring import TEXT_ENCODER, make_latent
 
 CFG_NOTE = ("In ComfyUI's samplers cfg 1.0 means no guidance (the reference's 'cfg 0' for the decoder); the "
             "reference prior's cfg 4 is cfg 4.0.")
 
 
-def _native():
+def _native(module: str = "loading"):
+    """A module of ``nodes/native``, imported on first use (they import ComfyUI)."""
     from . import native
     native.require()
-    from .native import loading
-    return loading
+    return importlib.import_module(f"{__package__}.native.{module}")
 
 
 def _folders_holding(*kinds: str) -> list[str]:
@@ -99,12 +101,12 @@ class WuerstchenPriorCheckpointLoader:
 
 class WuerstchenDecoderCheckpointLoader:
     DESCRIPTION = ("Loads a whole warp-ai/wuerstchen folder: the decoder as a MODEL, its CLIP-ViT-H text encoder and "
-                   "the Stage A VQGAN. " + CFG_NOTE)
+                   "Stage A (the Paella VQGAN) as a VAE. " + CFG_NOTE)
     CATEGORY = "loaders/wuerstchen"
-    RETURN_TYPES = ("MODEL", TEXT_ENCODER, VQGAN)
-    RETURN_NAMES = ("decoder", "text_encoder", "vqgan")
+    RETURN_TYPES = ("MODEL", TEXT_ENCODER, "VAE")
+    RETURN_NAMES = ("decoder", "text_encoder", "vae")
     OUTPUT_TOOLTIPS = ("The Stage B decoder as a MODEL.", "The decoder's text encoder, for Würstchen Text Encode.",
-                       "The Stage A VQGAN, for Würstchen VQ Decode / Encode.")
+                       "Stage A as a VAE, for VAEDecode / VAEEncode (and the tiled variants) on Stage B latents.")
     FUNCTION = "load"
 
     @classmethod
@@ -113,8 +115,25 @@ class WuerstchenDecoderCheckpointLoader:
 
     def load(self, folder: str, weight_dtype: str = "auto"):
         model = _native().load_native_model("decoder", resolve_model(folder), weight_dtype)
-        return (model, load_component("text_encoder", folder, weight_dtype),
-                load_component("vqgan", folder, weight_dtype))
+        vae = _native("vae").load_vae(resolve_model(folder), weight_dtype)
+        return model, load_component("text_encoder", folder, weight_dtype), vae
+
+
+class WuerstchenVAELoader:
+    DESCRIPTION = ("Loads Stage A (the Paella VQGAN) as a ComfyUI VAE, for VAEDecode / VAEEncode and their tiled "
+                   "variants on Würstchen Stage B latents; same pixels as Würstchen VQ Decode / Encode.")
+    CATEGORY = "loaders/wuerstchen"
+    RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
+    OUTPUT_TOOLTIPS = ("Stage A as a VAE.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _model_input("vqgan", "Accepts the warp-ai/wuerstchen folder, a VQGAN .safetensors file, or "
+                                     "vqgan_f4_v1_500k.pt.")
+
+    def load(self, vqgan_name: str, weight_dtype: str = "auto"):
+        return (_native("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
 
 
 class WuerstchenEmptyLatent:
@@ -169,9 +188,7 @@ class WuerstchenSigmas:
         }}
 
     def get_sigmas(self, steps: int, schedule: str, denoise: float = 1.0):
-        _native()
-        from .native.sampling import reference_sigmas
-        return (reference_sigmas(steps, schedule, denoise),)
+        return (_native("sampling").reference_sigmas(steps, schedule, denoise),)
 
 
 class WuerstchenSampler:
@@ -188,6 +205,4 @@ class WuerstchenSampler:
         return {"required": {}}
 
     def get_sampler(self):
-        _native()
-        from .native.sampling import ddpm_wuerstchen_sampler
-        return (ddpm_wuerstchen_sampler(),)
+        return (_native("sampling").ddpm_wuerstchen_sampler(),)

@@ -14,7 +14,8 @@ EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenV
                 "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode"}
 # The native path (stages as ComfyUI MODELs); their functions need ComfyUI, their contract does not.
 NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
-              "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler"}
+              "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
+              "WuerstchenVAELoader"}
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
