@@ -4,11 +4,10 @@ latents of the right sizes, and the reference's SIGMAS and SAMPLER for SamplerCu
 The heavy lifting lives in ``nodes/native`` (imported inside the functions, so the pack imports without ComfyUI).
 """
 
-import importlib
-
 import torch
 
 from ..core import check_image_size, stage_b_size, stage_c_size
+from . import native
 from .comfy_bridge import intermediate_device, list_models, resolve_model
 from .loaders import DTYPE_TOOLTIP, WEIGHT_DTYPES, load_component
 from .samplers import _size_errors
@@ -16,13 +15,6 @@ from .wiring import TEXT_ENCODER, make_latent
 
 CFG_NOTE = ("In ComfyUI's samplers cfg 1.0 means no guidance (the reference's 'cfg 0' for the decoder); the "
             "reference prior's cfg 4 is cfg 4.0.")
-
-
-def _native(module: str = "loading"):
-    """A module of ``nodes/native``, imported on first use (they import ComfyUI)."""
-    from . import native
-    native.require()
-    return importlib.import_module(f"{__package__}.native.{module}")
 
 
 def _folders_holding(*kinds: str) -> list[str]:
@@ -54,7 +46,7 @@ class WuerstchenPriorModelLoader:
                                      ".safetensors file, or model_v3_stage_c.pt.")
 
     def load(self, prior_name: str, weight_dtype: str = "auto"):
-        return (_native().load_native_model("prior", resolve_model(prior_name), weight_dtype),)
+        return (native.module("loading").load_native_model("prior", resolve_model(prior_name), weight_dtype),)
 
 
 class WuerstchenDecoderModelLoader:
@@ -71,7 +63,7 @@ class WuerstchenDecoderModelLoader:
                                        "model_v2_stage_b.pt.")
 
     def load(self, decoder_name: str, weight_dtype: str = "auto"):
-        return (_native().load_native_model("decoder", resolve_model(decoder_name), weight_dtype),)
+        return (native.module("loading").load_native_model("decoder", resolve_model(decoder_name), weight_dtype),)
 
 
 def _checkpoint_input(kinds: tuple, what: str) -> dict:
@@ -95,7 +87,7 @@ class WuerstchenPriorCheckpointLoader:
         return _checkpoint_input(("prior", "text_encoder"), "warp-ai/wuerstchen-prior or a variant")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
-        model = _native().load_native_model("prior", resolve_model(folder), weight_dtype)
+        model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
         return model, load_component("text_encoder", folder, weight_dtype)
 
 
@@ -114,8 +106,8 @@ class WuerstchenDecoderCheckpointLoader:
         return _checkpoint_input(("decoder", "text_encoder", "vqgan"), "warp-ai/wuerstchen")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
-        model = _native().load_native_model("decoder", resolve_model(folder), weight_dtype)
-        vae = _native("vae").load_vae(resolve_model(folder), weight_dtype)
+        model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
+        vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
         return model, load_component("text_encoder", folder, weight_dtype), vae
 
 
@@ -133,7 +125,7 @@ class WuerstchenVAELoader:
                                      "vqgan_f4_v1_500k.pt.")
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
-        return (_native("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
+        return (native.module("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
 
 
 class WuerstchenEmptyLatent:
@@ -179,8 +171,8 @@ class WuerstchenSigmas:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1, "tooltip": "29 (reference) for the prior, "
-                                                                              "12 (linear) for the decoder."}),
+            "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
+                              "tooltip": "29 (reference) for the prior, 12 (linear) for the decoder."}),
             "schedule": (["reference", "linear"], {"default": "reference", "tooltip": "reference: 2/3 of the steps "
                                                    "in the noisiest third; linear: evenly spaced ratios."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -188,7 +180,7 @@ class WuerstchenSigmas:
         }}
 
     def get_sigmas(self, steps: int, schedule: str, denoise: float = 1.0):
-        return (_native("sampling").reference_sigmas(steps, schedule, denoise),)
+        return (native.module("sampling").reference_sigmas(steps, schedule, denoise),)
 
 
 class WuerstchenSampler:
@@ -205,4 +197,4 @@ class WuerstchenSampler:
         return {"required": {}}
 
     def get_sampler(self):
-        return (_native("sampling").ddpm_wuerstchen_sampler(),)
+        return (native.module("sampling").ddpm_wuerstchen_sampler(),)

@@ -6,7 +6,8 @@ from ..core import generators_for_seed, sample_decoder, sample_prior, stage_c_ti
 from ..core import compile_denoisers
 from ..core import latent_preview
 from ..core import check_image_size
-from .comfy_bridge import activate, intermediate_device, step_callback
+from . import native
+from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
@@ -16,6 +17,14 @@ COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's b
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
 # Rough activation bytes per latent pixel and image (fp16/bf16, CFG included), for ComfyUI's memory planning.
 PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 200_000, 12_000
+
+
+def _resident(model, kind: str, memory_required: int):
+    """(network, compute dtype, device) from a Würstchen loader's model or a Würstchen MODEL (with its LoRA and
+    merge patches applied)."""
+    if isinstance(model, ManagedModel) or not native.available():
+        return activate(model, kind, memory_required=memory_required), model.compute_dtype, model.load_device
+    return native.module("loading").activate_model(model, kind, memory_required)
 
 
 def _size_errors(**sizes) -> str | bool:
@@ -44,7 +53,8 @@ class WuerstchenPriorSampler:
         size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
         return {
             "required": {
-                "prior": (PRIOR, {"tooltip": "The prior from the Würstchen Prior Loader."}),
+                "prior": (PRIOR + ",MODEL", {"tooltip": "The prior from the Würstchen Prior Loader, or a Würstchen "
+                                                        "prior MODEL (with its LoRAs and merges applied)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the prior's text encoder."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the prior's text encoder "
                                                          "(an empty prompt is the reference). Used when cfg > 1."}),
@@ -82,13 +92,13 @@ class WuerstchenPriorSampler:
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
         pixels = cond.shape[0] * batch_size * (width // 42) * (height // 42)
-        model = activate(prior, "prior", memory_required=pixels * PRIOR_BYTES_PER_PIXEL)
+        model, dtype, device = _resident(prior, "prior", pixels * PRIOR_BYTES_PER_PIXEL)
         if compile:
             compile_denoisers(model)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
             generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=prior.compute_dtype, device=prior.load_device,
+            callback=step_callback(steps, latent_preview), dtype=dtype, device=device,
             **schedule_args)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
 
@@ -105,7 +115,9 @@ class WuerstchenDecoderSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "decoder": (DECODER, {"tooltip": "The decoder from the Würstchen Decoder Loader."}),
+                "decoder": (DECODER + ",MODEL", {"tooltip": "The decoder from the Würstchen Decoder Loader, or a "
+                                                            "Würstchen decoder MODEL (with its LoRAs and merges "
+                                                            "applied)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the decoder's text encoder."}),
                 "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler."}),
                 "seed": SEED,
@@ -131,11 +143,11 @@ class WuerstchenDecoderSampler:
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
         pixels = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3] * 114  # 10.67² latent pixels each
-        model = activate(decoder, "decoder", memory_required=pixels * DECODER_BYTES_PER_PIXEL)
+        model, dtype, device = _resident(decoder, "decoder", pixels * DECODER_BYTES_PER_PIXEL)
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
             generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=decoder.compute_dtype, device=decoder.load_device)
+            callback=step_callback(steps, latent_preview), dtype=dtype, device=device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

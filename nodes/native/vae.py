@@ -39,7 +39,8 @@ class WuerstchenVAE(comfy.sd.VAE):
         self.process_input = lambda image: image
         self.process_output = lambda image: image.clamp(0.0, 1.0)
         size = comfy.model_management.dtype_size
-        self.memory_used_decode = lambda shape, dtype: shape[2] * shape[3] * DECODE_ACTIVATIONS_PER_LATENT_PIXEL * size(dtype)
+        self.memory_used_decode = lambda shape, dtype: (shape[2] * shape[3] * DECODE_ACTIVATIONS_PER_LATENT_PIXEL
+                                                        * size(dtype))
         self.memory_used_encode = lambda shape, dtype: shape[2] * shape[3] * 768 // 4 * 3 * size(dtype)
         self.working_dtypes = [torch.bfloat16, torch.float32]
         self.disable_offload = self.not_video = False

@@ -32,7 +32,8 @@ def env():
         network = cls(**config, operations=comfy.ops.disable_weight_init)
         network.load_state_dict(reference.state_dict(), strict=True)
         cpu = torch.device("cpu")
-        return native_module(pack, "loading").wrap_network(stage, network.eval(), cpu, cpu, torch.float32, torch.float32)
+        loading = native_module(pack, "loading")
+        return loading.wrap_network(stage, network.eval(), cpu, cpu, torch.float32, torch.float32)
 
     def conditioning(text_model, prompt):
         return [[stub_encode(text_model, [prompt]), {}]]

@@ -79,3 +79,31 @@ def test_stock_nodes_text_to_image_and_vae_matches_the_vq_nodes(env):
     (encoded,) = VAEEncode().encode(env["vae"], image)
     (reference_encoded,) = nodes["WuerstchenVQEncode"]().encode(env["vqgan"], image)
     assert (encoded["samples"] - reference_encoded["samples"]).abs().max() <= 1e-4
+
+
+def prior_sample(env, prior):
+    return env["nodes"]["WuerstchenPriorSampler"]().sample(prior, *env["prior_text"], seed=SEED, steps=29,
+                                                           schedule="reference", cfg=4.0, width=WIDTH, height=HEIGHT,
+                                                           batch_size=1)[0]["samples"]
+
+
+@torch.no_grad()
+def test_pack_prior_sampler_takes_the_model_with_its_lora(env):
+    import comfy.model_management
+    import comfy.sd
+    legacy = prior_sample(env, env["legacy_prior"])
+    assert (prior_sample(env, env["prior"]) - legacy).abs().max() <= 1e-6 * legacy.abs().max()
+    network = env["prior"].model.diffusion_model
+    generator = torch.Generator().manual_seed(0)
+    lora = {f"prior.{name[:-len('.weight')]}.{part}.weight": torch.randn(shape, generator=generator)
+            for name, weight in network.state_dict().items() if name.endswith(".attention.to_q.weight")
+            for part, shape in (("lora_A", (4, weight.shape[1])), ("lora_B", (weight.shape[0], 4)))}
+    with_lora = comfy.sd.load_lora_for_models(env["prior"], None, lora, 1.0, 0.0)[0]
+    try:
+        got = prior_sample(env, with_lora)
+        assert (got - legacy).abs().max() > 1e-4 * legacy.abs().max()  # the LoRA reached the pack's sampler
+    finally:
+        comfy.model_management.unload_all_models()
+    assert (prior_sample(env, env["prior"]) - legacy).abs().max() <= 1e-6 * legacy.abs().max()  # and left again
+    with pytest.raises(ValueError, match="got the Würstchen decoder MODEL, but this input needs the prior"):
+        prior_sample(env, env["decoder"])
