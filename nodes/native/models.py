@@ -18,6 +18,43 @@ from .model_sampling import WuerstchenSampling
 PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 100_000, 6_000
 
 
+class RunCache:
+    """What the network derives from inputs that stay the same for a whole sampling run (the text's attention keys
+    and values, the decoder's resized and folded effnet), so ComfyUI calling the model once per step does not redo it.
+
+    A run is the ``sample_sigmas`` tensor ComfyUI puts in the transformer options (held here, so a later run's is
+    always another object); entries match by value, since ComfyUI rebuilds the batched conditioning every step.
+    """
+
+    ENTRIES = 4  # cond and uncond, batched together or apart
+
+    def __init__(self):
+        self._run, self._entries = None, []
+
+    def get(self, run, kind: str, tensor: torch.Tensor, make):
+        if run is None:
+            return make(tensor)
+        if run is not self._run:
+            self._run, self._entries = run, []
+        for entry_kind, key, value in self._entries:
+            if entry_kind == kind and key.shape == tensor.shape and key.dtype == tensor.dtype \
+                    and key.device == tensor.device and torch.equal(key, tensor):
+                return value
+        value = make(tensor)
+        self._entries = self._entries[-(self.ENTRIES - 1):] + [(kind, tensor, value)]
+        return value
+
+
+def shared_latents(sample: torch.Tensor, ratio: torch.Tensor, rows: int):
+    """ComfyUI batches guidance as latents [x; x] under texts [cond; uncond]; the networks take x once and repeat it
+    where the branches part, as the pack's own sampler runs them (the same maths, less work)."""
+    half = sample.shape[0] // 2
+    if sample.shape[0] == rows and rows % 2 == 0 and torch.equal(ratio[:half], ratio[half:]) \
+            and torch.equal(sample[:half], sample[half:]):
+        return sample[:half], ratio[:half]
+    return sample, ratio
+
+
 class _WuerstchenModel(comfy.model_base.BaseModel):
     STAGE = ""
     LATENT_NAME = ""
@@ -27,6 +64,7 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         super().__init__(model_config, comfy.model_base.ModelType.STABLE_CASCADE, device=device)
         self.model_sampling = WuerstchenSampling(model_config)
         self.diffusion_model = diffusion_model.eval().requires_grad_(False)
+        self.run_cache = RunCache()
 
     def get_dtype(self) -> torch.dtype:
         return next(self.diffusion_model.parameters()).dtype
@@ -37,7 +75,10 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         sample = self.model_sampling.calculate_input(t, x).to(dtype)
         ratio = self.model_sampling.timestep(t).to(device=x.device, dtype=dtype)  # the reference feeds r in dtype
         text = self._text_states(c_crossattn, sample.device, dtype)
-        eps = self._predict_noise(sample, ratio, text, dtype, **kwargs)
+        sample, ratio = shared_latents(sample, ratio, text.shape[0])
+        run = transformer_options.get("sample_sigmas", None)
+        conditioning = self.run_cache.get(run, "text", text, self.diffusion_model.cache_conditioning)
+        eps = self._predict_noise(sample, ratio, conditioning, dtype, run, **kwargs)
         return self.model_sampling.calculate_denoised(t, eps.float(), x)
 
     def _check_latent(self, x: torch.Tensor) -> None:
@@ -76,8 +117,8 @@ class WuerstchenPriorModel(_WuerstchenModel):
     def text_width(self) -> int:
         return self.diffusion_model.c_cond
 
-    def _predict_noise(self, sample, ratio, text, dtype, **kwargs):
-        return self.diffusion_model(sample, ratio, text)
+    def _predict_noise(self, sample, ratio, conditioning, dtype, run, **kwargs):
+        return self.diffusion_model(sample, ratio, conditioning)
 
 
 class WuerstchenDecoderModel(_WuerstchenModel):
@@ -105,11 +146,12 @@ class WuerstchenDecoderModel(_WuerstchenModel):
         out["effnet"] = comfy.conds.CONDRegular(effnet)
         return out
 
-    def _predict_noise(self, sample, ratio, text, dtype, effnet=None, **kwargs):
+    def _predict_noise(self, sample, ratio, conditioning, dtype, run, effnet=None, **kwargs):
         channels = self.diffusion_model.effnet_embd
         if effnet is None or effnet.dim() != 4 or effnet.shape[1] != channels:
             found = "none" if effnet is None else f"shape {tuple(effnet.shape)}"
             raise ValueError(f"positive: the Würstchen decoder needs a {channels}-channel Stage C latent in its "
                              f"conditioning (StableCascade_StageB_Conditioning), got {found}")
         effnet = comfy.model_management.cast_to_device(effnet, sample.device, dtype)
-        return self.diffusion_model(sample, ratio, effnet, text)
+        effnet = self.run_cache.get(run, "effnet", effnet, self.diffusion_model.cache_effnet)
+        return self.diffusion_model(sample, ratio, effnet, conditioning)

@@ -147,3 +147,16 @@ def test_wrong_latent_or_text_is_one_clear_error(env):
         KSampler().sample(env["decoder"], SEED, 2, 1.0, "euler", "simple", *env["decoder_text"], prior_out)
     with pytest.raises(ValueError, match="multiples of 8"):  # an empty Stage C latent, cut to 4 channels by ComfyUI
         KSampler().sample(env["decoder"], SEED, 2, 1.0, "euler", "simple", *env["decoder_text"], stage_c)
+
+
+@torch.no_grad()
+def test_text_keys_and_values_are_computed_once_per_run(env, monkeypatch):
+    network = env["prior"].model.diffusion_model
+    calls = []
+    original = network.cache_conditioning
+    monkeypatch.setattr(network, "cache_conditioning", lambda text: calls.append(text.shape) or original(text))
+    stage_c, _ = node(env, "WuerstchenEmptyLatent").make(WIDTH, HEIGHT, 1)
+    first = custom_advanced(env, env["prior"], env["prior_text"], stage_c, 4.0, 4, "linear")["samples"]
+    assert calls == [(2, 77, 48)]  # cond and uncond batched in one call, the latents shared, once for 4 steps
+    second = custom_advanced(env, env["prior"], env["prior_text"], stage_c, 4.0, 4, "linear")["samples"]
+    assert len(calls) == 2 and torch.equal(first, second)  # a new run computes them afresh
