@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts"), str(ROOT / "benchmarks")]
 
-from benchmark import MID, RELEASED  # noqa: E402
+from benchmark import MID, RELEASED, build_models  # noqa: E402
 from core import (DEFAULT_STAGE_C_TIMESTEPS, StageBDecoder, StageCPrior, sample_decoder, sample_prior,  # noqa: E402
                   stage_b_size, stage_c_size)
 
@@ -38,14 +38,14 @@ def import_comfyui(directory: str):
 
 
 def build(config: dict, dtype, device):
+    """benchmark.py's random weights (sampling stays finite), in networks built with ComfyUI's layer classes."""
     import comfy.ops
     ops = comfy.ops.disable_weight_init
-    torch.manual_seed(0)
+    _, plain = build_models(config, released=config is RELEASED)
     prior = StageCPrior(**config["prior"], dtype=dtype, device=device, operations=ops)
     decoder = StageBDecoder(**config["decoder"], dtype=dtype, device=device, operations=ops)
-    for network in (prior, decoder):
-        for p in network.parameters():
-            torch.nn.init.normal_(p, std=0.02)
+    prior.load_state_dict(plain["prior"].state_dict())
+    decoder.load_state_dict(plain["decoder"].state_dict())
     return prior.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
 
 
