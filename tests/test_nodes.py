@@ -113,7 +113,9 @@ def widgets_by_input(cls, values):
     return out
 
 
-@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image"])
+# The native examples use ComfyUI's own nodes too; tests/comfyui/test_native_examples.py runs them.
+@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_native_ksampler",
+                                  "wuerstchen_native_reference", "wuerstchen_native_prior_lora"])
 def test_ui_workflows_line_up_with_inputs(name, model_dirs):
     ui = json.loads((EXAMPLES / f"{name}.json").read_text())
     api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())

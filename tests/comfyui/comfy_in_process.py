@@ -44,3 +44,51 @@ def native_module(pack, name: str):
     """A module of the pack's ``nodes/native`` package (e.g. "loading"), imported under the pack's package name."""
     import importlib
     return importlib.import_module(f"{pack.__name__}.nodes.native.{name}")
+
+
+class _V3Node:
+    """A ComfyUI V3 node (``execute`` classmethod returning a NodeOutput) called like a V1 one."""
+
+    FUNCTION = "run"
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def run(self, **inputs):
+        return self.cls.execute(**inputs).args
+
+
+def node_factories(pack) -> dict:
+    """class_type → a callable making the node instance: the pack's nodes and the ComfyUI nodes the examples use."""
+    import nodes as comfy_nodes
+    from comfy_extras import nodes_custom_sampler as custom
+    from comfy_extras import nodes_stable_cascade as cascade
+    classes = {**pack.NODE_CLASS_MAPPINGS, "KSampler": comfy_nodes.KSampler, "VAEDecode": comfy_nodes.VAEDecode,
+               "LoraLoaderModelOnly": comfy_nodes.LoraLoaderModelOnly, "RandomNoise": custom.RandomNoise,
+               "CFGGuider": custom.CFGGuider, "SamplerCustomAdvanced": custom.SamplerCustomAdvanced}
+    factories = {name: cls for name, cls in classes.items()}
+    factories["StableCascade_StageB_Conditioning"] = lambda: _V3Node(cascade.StableCascade_StageB_Conditioning)
+    return factories
+
+
+def run_api_prompt(pack, prompt: dict) -> list:
+    """Execute an API-format prompt in-process; returns the IMAGE tensors given to its SaveImage nodes."""
+    factories, results, images = node_factories(pack), {}, []
+
+    def run(node_id: str):
+        if node_id not in results:
+            node = prompt[node_id]
+            inputs = {name: run(str(value[0]))[value[1]] if isinstance(value, list) else value
+                      for name, value in node["inputs"].items()}
+            if node["class_type"] == "SaveImage":
+                images.append(inputs["images"])
+                results[node_id] = ()
+            else:
+                instance = factories[node["class_type"]]()
+                results[node_id] = getattr(instance, instance.FUNCTION)(**inputs)
+        return results[node_id]
+
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SaveImage":
+            run(node_id)
+    return images
