@@ -101,3 +101,44 @@ def test_lora_that_matches_nothing_is_an_error(env):
     with pytest.raises(ValueError, match="patches no weight of the Würstchen prior"):
         load_lora(env, foreign)
     assert not env["model"].patches
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("prefix", ["decoder.", "lora_decoder_unet_"])
+def test_decoder_loras_in_the_same_families(env, prefix):
+    import comfy.ops
+    import comfy.sd
+
+    from core import StageBDecoder
+    from tiny import TINY_DECODER, randomize_
+    reference = randomize_(StageBDecoder(**TINY_DECODER), 4)
+    network = StageBDecoder(**TINY_DECODER, operations=comfy.ops.disable_weight_init)
+    network.load_state_dict(reference.state_dict())
+    cpu = torch.device("cpu")
+    model = native_module(env["pack"], "loading").wrap_network("decoder", network.eval(), cpu, cpu, torch.float32,
+                                                               torch.float32)
+    generator, lora, expected = torch.Generator().manual_seed(6), {}, copy.deepcopy(reference)
+    weights = expected.state_dict()
+    for name, weight in reference.state_dict().items():
+        if name.endswith(".attention.to_v.weight"):
+            module = name[:-len(".weight")]
+            down, up = torch.randn(RANK, weight.shape[1], generator=generator), torch.randn(weight.shape[0], RANK,
+                                                                                           generator=generator)
+            if prefix == "decoder.":
+                lora[f"decoder.{module}.lora_A.weight"], lora[f"decoder.{module}.lora_B.weight"] = down, up
+            else:
+                key = prefix + module.replace(".", "_")
+                lora[f"{key}.lora_down.weight"], lora[f"{key}.lora_up.weight"] = down, up
+            weights[name] += up @ down
+    inputs = (torch.randn(1, 4, 16, 16, generator=generator), torch.tensor([0.4]),
+              torch.randn(1, 16, 3, 3, generator=generator), torch.randn(1, 77, TINY_DECODER["clip_embd"],
+                                                                         generator=generator))
+    patched = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0]
+    patched.patch_model()
+    try:
+        got = patched.model.diffusion_model(*inputs)
+    finally:
+        patched.unpatch_model()
+    want = expected(*inputs)
+    assert (want - reference(*inputs)).abs().max() > 1e-3
+    assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max())
