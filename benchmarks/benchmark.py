@@ -27,11 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 
 from core import (DEFAULT_STAGE_C_TIMESTEPS, PaellaVQ, StageBDecoder, StageCPrior, sample_decoder,  # noqa: E402
                   sample_prior, vq_decode)
-from core.compile import compile_denoisers  # noqa: E402
-from demo_checkpoints import tame_outputs_  # noqa: E402
-from tiny import StubTokenizer, randomize_  # noqa: E402
+from core import DTYPE_NAMES, compile_denoisers  # noqa: E402
+from demo_checkpoints import randomize_, tame_outputs_, tiny_text_model  # noqa: E402
+from tiny import StubTokenizer  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RELEASED = dict(
     prior=dict(c_in=16, c=1536, c_cond=1280, c_r=64, depth=32, nhead=24),
     decoder=dict(),  # the constructor defaults are the released decoder
@@ -46,11 +45,8 @@ PROMPT = "a photo of a red fox in the snow"
 
 
 def one_layer_clip(width: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
-    torch.manual_seed(0)
-    return CLIPTextModel(CLIPTextConfig(hidden_size=width, intermediate_size=width, num_attention_heads=max(1, width // 64),
-                                       num_hidden_layers=1, vocab_size=1000, bos_token_id=0, eos_token_id=2,
-                                       pad_token_id=1)).eval()
+    return tiny_text_model(width, intermediate_size=width, num_attention_heads=max(1, width // 64), num_hidden_layers=1,
+                           vocab_size=StubTokenizer.VOCAB_SIZE)
 
 
 def build_models(config: dict, released: bool):
@@ -177,7 +173,7 @@ def diffusers_generate(reference, encoders, args, device, dtype, mode):
         generator = torch.Generator().manual_seed(args.seed)
         embeddings, seconds = timed(lambda: prior_pipe(
             PROMPT, height=args.size, width=args.size, timesteps=DEFAULT_STAGE_C_TIMESTEPS, guidance_scale=4.0,
-            num_images_per_prompt=args.batch, generator=generator, output_type="pt").image_embeddings, device)
+            num_images_per_prompt=args.batch, generator=generator, output_type="pt").prior_latent, device)
         images, seconds_b = timed(lambda: decoder_pipe(
             embeddings, prompt=PROMPT, num_inference_steps=12, guidance_scale=0.0, generator=generator,
             output_type="pt").images, device)
@@ -218,15 +214,15 @@ def ours_generate(ours, encoders, args, device, dtype, mode):
             cond, uncond = encode(prior_te, [PROMPT]), encode(prior_te, [""])
             return staged("prior", lambda m: sample_prior(
                 m, cond, uncond, width=args.size, height=args.size, batch_size=args.batch,
-                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, dtype=dtype,
+                timesteps=DEFAULT_STAGE_C_TIMESTEPS, cfg=4.0, generator=generator, device=device, compute_dtype=dtype,
                 cuda_graph=graphs))
 
         def stage_b(embeddings):
             cond = encode(decoder_te, [PROMPT])
             latents = staged("decoder", lambda m: sample_decoder(m, embeddings, cond, steps=12, cfg=0.0,
-                                                                 generator=generator, device=device, dtype=dtype,
+                                                                 generator=generator, device=device, compute_dtype=dtype,
                                                                  cuda_graph=graphs))
-            return staged("vqgan", lambda m: vq_decode(m, latents, device=device, dtype=dtype))
+            return staged("vqgan", lambda m: vq_decode(m, latents, device=device, compute_dtype=dtype))
 
         embeddings, seconds = timed(stage_c, device)
         images, seconds_b = timed(lambda: stage_b(embeddings), device)
@@ -271,7 +267,7 @@ def matmul_rate(device, dtype) -> float:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (a multiple of 128 from 256 to 4096)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -286,7 +282,7 @@ def main(argv=None):
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode for 'ours compiled' (e.g. reduce-overhead for CUDA graphs)")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = torch.device(args.device), DTYPE_NAMES[args.dtype]
     torch.set_grad_enabled(False)
 
     config = RELEASED if args.released_sizes else MID

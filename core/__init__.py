@@ -1,19 +1,19 @@
 """Würstchen v2 engine in plain PyTorch: models, scheduler, text encoding, checkpoint loading and sampling.
 
 This package's top level is the engine's public API: the nodes, scripts and benchmarks import from here only.
-Nothing here imports ComfyUI or diffusers.
+Nothing here imports ComfyUI or diffusers. See docs/architecture.md for the layers.
 """
 
-from .checkpoints import (CheckpointError, identify_component, infer_config, load_decoder, load_prior, load_vqgan,
-                          read_state_dict)
-from .compile import compile_denoisers
-from .decoder import StageBDecoder
-from .preview import latent_preview
-from .prior import StageCPrior
-from .sampling import (LATENT_DIM_SCALE, LATENT_MEAN, LATENT_STD, RESOLUTION_MULTIPLE, draw_noise,
-                       generators_for_seed, sample_decoder, sample_prior, stage_b_size, stage_c_size, vq_decode,
+from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify_component, infer_config,
+                          load_decoder, load_prior, load_vqgan, read_state_dict)
+from .models import VQ_SCALE_FACTOR, PaellaVQ, StageBDecoder, StageCPrior
+from .models import pixel_chunks
+from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,
                        vq_encode)
 from .scheduler import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
+from .speed import compile_denoisers, graphed_step
+from .stages import (DTYPE_NAMES, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_DIM_SCALE, LATENT_MEAN,
+                     LATENT_STD, RESOLUTION_MULTIPLE, SUPPORTED_DTYPES, decoder_memory_bytes, prior_memory_bytes,
+                     stage_b_size, stage_c_size, vq_decode_memory_bytes)
 from .text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
 from .validation import NonFiniteOutputError, check_image_size
-from .vqgan import VQ_SCALE_FACTOR, PaellaVQ

@@ -1,39 +1,40 @@
 """Text-to-image sampling: prior (Stage C) → decoder (Stage B) → VQ decode (Stage A), as the reference pipelines do.
 
 Unlike the reference, any number of prompts × images per prompt works in both stages, and each image can get its
-own generator so that image i of a batch equals a batch-1 run with generator i.
+own generator so that image i of a batch equals a batch-1 run with generator i (see ``seed_generators``).
 """
 
-import math
 from typing import Callable, Sequence
 
 import torch
 
-from .cuda_graphs import graphed_step
+from .models import VQ_SCALE_FACTOR
 from .scheduler import DDPMWuerstchenScheduler, timestep_grid
+from .speed import graphed_step
+from .stages import LATENT_MEAN, LATENT_STD, stage_b_size, stage_c_size
 from .validation import (check_cfg, check_conditioning, check_finite, check_image_size, check_latent,
-                         check_latent_channels, check_positive_int, check_strength)
-from .vqgan import VQ_SCALE_FACTOR
-
-RESOLUTION_MULTIPLE = 42.67   # image pixels per Stage C latent pixel
-LATENT_DIM_SCALE = 10.67      # Stage B latent pixels per Stage C latent pixel
-LATENT_MEAN, LATENT_STD = 42.0, 1.0  # the prior works in (effnet + 1) / 42 space
+                         check_latent_channels, check_positive_int, check_denoise)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
-def stage_c_size(height: int, width: int) -> tuple[int, int]:
-    return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
-
-
-def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
-    return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
-
-
 def generators_for_seed(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image, seeded seed, seed+1, …: image i is reproducible alone with seed+i."""
     return [torch.Generator("cpu").manual_seed((seed + i) % 2 ** 64) for i in range(count)]
+
+
+def seed_generators(seed: int, batch: int, per_image_seeds: bool = False) -> Generators:
+    """The noise source a seed gives a batch of ``batch`` images.
+
+    By default one CPU generator seeded with ``seed`` draws the whole batch, as diffusers' pipelines do with
+    ``generator=torch.Generator().manual_seed(seed)``, so a batch of N equals ``num_images_per_prompt=N`` (and the
+    batch size changes every image). ``per_image_seeds`` gives image i its own generator seeded ``seed + i`` instead,
+    so each image equals a batch-1 run at that seed.
+    """
+    if per_image_seeds:
+        return generators_for_seed(seed, batch)
+    return torch.Generator("cpu").manual_seed(seed % 2 ** 64)
 
 
 def draw_noise(shape, generator: Generators, dtype: torch.dtype, device) -> torch.Tensor:
@@ -53,33 +54,33 @@ def draw_noise(shape, generator: Generators, dtype: torch.dtype, device) -> torc
     return torch.randn(tuple(shape), generator=generator, device=rand_device, dtype=dtype).to(device)
 
 
-def _model_dtype_device(model: torch.nn.Module, dtype, device):
+def _model_dtype_device(model: torch.nn.Module, compute_dtype, device):
     param = next(model.parameters())
-    return dtype or param.dtype, torch.device(device) if device is not None else param.device
+    return compute_dtype or param.dtype, torch.device(device) if device is not None else param.device
 
 
-def _repeat_for_batch(name: str, cond: torch.Tensor, batch: int, rows: str = "prompts") -> torch.Tensor:
+def _repeat_for_batch(name: str, per_prompt: torch.Tensor, batch: int, rows: str = "prompts") -> torch.Tensor:
     """Prompt rows repeat in order [p0, p0, …, p1, p1, …] to fill the image batch."""
-    if batch % cond.shape[0] != 0:
-        raise ValueError(f"{name} has {cond.shape[0]} {rows}, which does not divide the batch of {batch} images")
-    return cond.repeat_interleave(batch // cond.shape[0], dim=0)
+    if batch % per_prompt.shape[0] != 0:
+        raise ValueError(f"{name} has {per_prompt.shape[0]} {rows}, which does not divide the batch of {batch} images")
+    return per_prompt.repeat_interleave(batch // per_prompt.shape[0], dim=0)
 
 
-def _guided_text(stage: str, cond, uncond, cfg: float, batch: int, width: int, hint: str) -> torch.Tensor:
-    """Text states for the model batch: the positive rows, then under CFG the negative ones ([cond; uncond])."""
-    text = _repeat_for_batch(f"{stage} positive conditioning", cond, batch)
+def _guided_text(stage: str, positive, negative, cfg: float, batch: int, width: int, hint: str) -> torch.Tensor:
+    """Text states for the model batch: the positive rows, then under CFG the negative ones ([positive; negative])."""
+    text = _repeat_for_batch(f"{stage} positive conditioning", positive, batch)
     if cfg <= 1.0:
         return text
-    if uncond is None:
+    if negative is None:
         raise ValueError(f"cfg={cfg:g} (> 1) needs negative conditioning; encode an empty prompt for the reference's, "
                          f"or use cfg <= 1")
-    check_conditioning(f"{stage} negative conditioning", uncond, width, hint)
-    return torch.cat([text, _repeat_for_batch(f"{stage} negative conditioning", uncond, batch)])
+    check_conditioning(f"{stage} negative conditioning", negative, width, hint)
+    return torch.cat([text, _repeat_for_batch(f"{stage} negative conditioning", negative, batch)])
 
 
-def _check_needs_init(strength: float) -> None:
-    if strength < 1.0:
-        raise ValueError(f"denoise/strength={strength:g} (< 1) needs an init latent to start from; "
+def _check_needs_init(denoise: float) -> None:
+    if denoise < 1.0:
+        raise ValueError(f"denoise={denoise:g} (< 1) needs an init latent to start from; "
                          f"connect one or use 1.0")
 
 
@@ -91,7 +92,7 @@ def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) 
     use_cfg = cfg > 1.0
     for i in range(steps):
         ratio = grid[i].expand(batch).to(dtype)
-        eps = model_fn(latents, ratio)  # under CFG the denoiser shares the latents and returns [cond; uncond]
+        eps = model_fn(latents, ratio)  # under CFG the denoiser shares the latents and returns [positive; negative]
         if use_cfg:
             eps_cond, eps_uncond = eps.chunk(2)
             eps = torch.lerp(eps_uncond, eps_cond, cfg)
@@ -102,7 +103,7 @@ def _denoise_loop(model_fn, latents, grid, cfg, generator, callback, scheduler) 
 
 
 def _maybe_graphed(step, cuda_graph: bool, device):
-    """The run's denoiser call, replayed from a CUDA graph when asked (see ``core.cuda_graphs``)."""
+    """The run's denoiser call, replayed from a CUDA graph when asked (see ``core.speed.cuda_graphs``)."""
     return graphed_step(step, device) if cuda_graph else step
 
 
@@ -115,41 +116,41 @@ def _initial_latents(shape, dtype, device, generator, init_latent, grid, schedul
 
 
 @torch.no_grad()
-def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, *, width: int = 1024,
+def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = None, *, width: int = 1024,
                  height: int = 1024, batch_size: int = 1, steps: int | None = None, timesteps=None,
                  cfg: float = 4.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
-                 strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
+                 denoise: float = 1.0, callback: StepCallback | None = None, compute_dtype=None, device=None,
                  scheduler: DDPMWuerstchenScheduler | None = None, cuda_graph: bool = False) -> torch.Tensor:
-    """Stage C: returns image embeddings (P·batch_size, 16, ⌈H/42.67⌉, ⌈W/42.67⌉) in effnet space (latents·42 − 1).
+    """Stage C: returns the prior latent (P·batch_size, 16, ⌈H/42.67⌉, ⌈W/42.67⌉) in effnet space (latents·42 − 1).
 
-    ``cond``/``uncond`` are CLIP-bigG hidden states (P, 77, 1280); ``uncond`` is needed when cfg > 1.
-    ``init_latent`` (effnet space, e.g. an earlier prior output) with ``strength`` < 1 gives a variation of it.
+    ``positive``/``negative`` are CLIP-bigG hidden states (P, 77, 1280); ``negative`` is needed when cfg > 1.
+    ``init_latent`` (effnet space, e.g. an earlier prior output) with ``denoise`` < 1 gives a variation of it.
     Default schedule when neither ``steps`` nor ``timesteps`` is given: 60 linear steps, as the reference pipeline.
     ``cuda_graph`` replays every step after the first from one CUDA graph (model resident on a CUDA device).
     """
     check_image_size("width", width)
     check_image_size("height", height)
     check_positive_int("batch_size", batch_size)
-    cfg, strength = check_cfg(cfg), check_strength(strength)
-    dtype, device = _model_dtype_device(prior, dtype, device)
+    cfg, denoise = check_cfg(cfg), check_denoise(denoise)
+    dtype, device = _model_dtype_device(prior, compute_dtype, device)
     if steps is None and timesteps is None:
         steps = 60
-    grid = timestep_grid(steps, timesteps, strength, device=device)
+    grid = timestep_grid(steps, timesteps, denoise, device=device)
     hint = "the prior's text encoder, CLIP-bigG, for the released model"
-    check_conditioning("prior positive conditioning", cond, prior.c_cond, hint)
+    check_conditioning("prior positive conditioning", positive, prior.c_cond, hint)
     size = stage_c_size(height, width)
-    batch = cond.shape[0] * batch_size
+    batch = positive.shape[0] * batch_size
     shape = (batch, prior.c_in, *size)
-    text = _guided_text("prior", cond, uncond, cfg, batch, prior.c_cond, hint)
+    text = _guided_text("prior", positive, negative, cfg, batch, prior.c_cond, hint)
     conditioning = prior.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
         init_latent = _repeat_for_batch("prior init latent", init_latent, batch, "latents")
-        if strength == 0.0:
+        if denoise == 0.0:
             return init_latent.clone()
         init_latent = (init_latent + LATENT_STD) / LATENT_MEAN
     else:
-        _check_needs_init(strength)
+        _check_needs_init(denoise)
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
@@ -159,37 +160,37 @@ def sample_prior(prior, cond: torch.Tensor, uncond: torch.Tensor | None = None, 
 
 
 @torch.no_grad()
-def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
-                   uncond: torch.Tensor | None = None, *, steps: int | None = 12, timesteps=None,
+def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
+                   negative: torch.Tensor | None = None, *, steps: int | None = 12, timesteps=None,
                    cfg: float = 0.0, generator: Generators = None, init_latent: torch.Tensor | None = None,
-                   strength: float = 1.0, callback: StepCallback | None = None, dtype=None, device=None,
+                   denoise: float = 1.0, callback: StepCallback | None = None, compute_dtype=None, device=None,
                    scheduler: DDPMWuerstchenScheduler | None = None, cuda_graph: bool = False) -> torch.Tensor:
-    """Stage B: returns VQ latents (B, 4, ⌊h·10.67⌋, ⌊w·10.67⌋) for image embeddings (B, 16, h, w).
+    """Stage B: returns VQ latents (B, 4, ⌊h·10.67⌋, ⌊w·10.67⌋) for prior latents (B, 16, h, w).
 
-    ``cond``/``uncond`` are CLIP-H hidden states (P, 77, 1024) with P dividing B; the unconditional branch also sees
-    zero image embeddings, as in the reference. ``init_latent`` (e.g. from VQ encode) with ``strength`` < 1 gives
+    ``positive``/``negative`` are CLIP-H hidden states (P, 77, 1024) with P dividing B; the negative branch also
+    sees a zero prior latent, as in the reference. ``init_latent`` (e.g. from VQ encode) with ``denoise`` < 1 gives
     image-to-image at Stage B. ``cuda_graph`` as in ``sample_prior``.
     """
-    cfg, strength = check_cfg(cfg), check_strength(strength)
-    dtype, device = _model_dtype_device(decoder, dtype, device)
-    if not isinstance(image_embeddings, torch.Tensor) or image_embeddings.dim() != 4 \
-            or image_embeddings.shape[1] != decoder.effnet_embd:
-        shape = tuple(image_embeddings.shape) if isinstance(image_embeddings, torch.Tensor) else type(image_embeddings).__name__
-        raise ValueError(f"decoder image embeddings must be a Stage C latent of shape (batch, {decoder.effnet_embd}, h, w), "
-                         f"got {shape}")
-    grid = timestep_grid(steps if timesteps is None else None, timesteps, strength, device=device)
+    cfg, denoise = check_cfg(cfg), check_denoise(denoise)
+    dtype, device = _model_dtype_device(decoder, compute_dtype, device)
+    if not isinstance(prior_latent, torch.Tensor) or prior_latent.dim() != 4 \
+            or prior_latent.shape[1] != decoder.effnet_embd:
+        shape = tuple(prior_latent.shape) if isinstance(prior_latent, torch.Tensor) else type(prior_latent).__name__
+        raise ValueError(f"the decoder's prior latent must be a Stage C latent of shape "
+                         f"(batch, {decoder.effnet_embd}, h, w), got {shape}")
+    grid = timestep_grid(steps if timesteps is None else None, timesteps, denoise, device=device)
     hint = "the decoder's text encoder, CLIP-ViT-H, for the released model"
-    check_conditioning("decoder positive conditioning", cond, decoder.clip_embd, hint)
-    batch = image_embeddings.shape[0]
-    size = stage_b_size(image_embeddings.shape[-2:])
+    check_conditioning("decoder positive conditioning", positive, decoder.clip_embd, hint)
+    batch = prior_latent.shape[0]
+    size = stage_b_size(prior_latent.shape[-2:])
     multiple = decoder.latent_multiple
     if size[0] % multiple or size[1] % multiple:
-        raise ValueError(f"a Stage C latent of {tuple(image_embeddings.shape[-2:])} gives a Stage B latent of {size}, "
+        raise ValueError(f"a Stage C latent of {tuple(prior_latent.shape[-2:])} gives a Stage B latent of {size}, "
                          f"which the decoder cannot take (sides must be multiples of {multiple}); "
                          f"generate the prior at a multiple of 128 pixels")
     shape = (batch, decoder.c_in, *size)
-    effnet = image_embeddings.to(device=device, dtype=dtype)
-    text = _guided_text("decoder", cond, uncond, cfg, batch, decoder.clip_embd, hint)
+    effnet = prior_latent.to(device=device, dtype=dtype)
+    text = _guided_text("decoder", positive, negative, cfg, batch, decoder.clip_embd, hint)
     if cfg > 1.0:
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
     conditioning = decoder.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
@@ -197,10 +198,10 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
     if init_latent is not None:
         check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
         init_latent = _repeat_for_batch("decoder init latent", init_latent, batch, "latents")
-        if strength == 0.0:
+        if denoise == 0.0:
             return init_latent.clone()
     else:
-        _check_needs_init(strength)
+        _check_needs_init(denoise)
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
@@ -210,18 +211,18 @@ def sample_decoder(decoder, image_embeddings: torch.Tensor, cond: torch.Tensor,
 
 
 @torch.no_grad()
-def vq_decode(vqgan, latents: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
+def vq_decode(vqgan, latents: torch.Tensor, compute_dtype=None, device=None) -> torch.Tensor:
     """Stage B latents (B,4,h,w) → RGB images (B,3,4h,4w) in [0, 1]."""
-    dtype, device = _model_dtype_device(vqgan, dtype, device)
+    dtype, device = _model_dtype_device(vqgan, compute_dtype, device)
     check_latent_channels("VQ decode input", latents, vqgan.latent_channels, "Stage B latent")
     images = vqgan.decode(latents.to(device=device, dtype=dtype) * VQ_SCALE_FACTOR)
     return check_finite("Stage A (VQGAN decode)", images).clamp(0, 1)
 
 
 @torch.no_grad()
-def vq_encode(vqgan, images: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
+def vq_encode(vqgan, images: torch.Tensor, compute_dtype=None, device=None) -> torch.Tensor:
     """RGB images (B,3,H,W) in [0, 1], H and W multiples of 4 → Stage B latents (B,4,H/4,W/4)."""
-    dtype, device = _model_dtype_device(vqgan, dtype, device)
+    dtype, device = _model_dtype_device(vqgan, compute_dtype, device)
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"VQ encode expects RGB images of shape (batch, 3, H, W), got {shape}")

@@ -1,9 +1,9 @@
 """The DDPM-Würstchen sampler: cosine ᾱ schedule over continuous noise ratios t ∈ [0, 1]."""
 
-import math
-
 import numpy as np
 import torch
+
+from .validation import check_positive_int, check_denoise
 
 REFERENCE_STAGE_C_STEPS = 29
 
@@ -11,8 +11,7 @@ REFERENCE_STAGE_C_STEPS = 29
 def stage_c_timesteps(steps: int = REFERENCE_STAGE_C_STEPS) -> list[float]:
     """The reference's Stage C schedule, stretched to ``steps``: 19 of every 29 steps are spent in the noisy
     third (1 → 2/3), the rest in 2/3 → 0. At 29 steps it is exactly ``DEFAULT_STAGE_C_TIMESTEPS``."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_positive_int("steps", steps)
     if steps == 1:
         return [1.0, 0.0]
     fine = min(steps - 1, max(1, round(steps * 19 / REFERENCE_STAGE_C_STEPS)))
@@ -63,23 +62,21 @@ class DDPMWuerstchenScheduler:
         return (alpha_cumprod.sqrt() * x0 + (1 - alpha_cumprod).sqrt() * noise).to(x0.dtype)
 
 
-def timestep_grid(steps: int | None = None, timesteps=None, strength: float = 1.0, device=None) -> torch.Tensor:
+def timestep_grid(steps: int | None = None, timesteps=None, denoise: float = 1.0, device=None) -> torch.Tensor:
     """The fp32 grid of N+1 ratios the sampler walks, ending at 0.
 
     ``steps`` gives ``linspace(1, 0, steps+1)``; ``timesteps`` is an explicit list (it must start ≤ 1, decrease
-    strictly and end at 0). ``strength`` < 1 scales the grid so sampling starts from a partly noised latent.
+    strictly and end at 0). ``denoise`` < 1 scales the grid so sampling starts from a partly noised latent.
     """
     if (steps is None) == (timesteps is None):
         raise ValueError("give either steps or timesteps, not both and not neither")
     if timesteps is None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_positive_int("steps", steps)
         grid = torch.linspace(1.0, 0.0, steps + 1, device=device)
     else:
         grid = torch.Tensor(_checked_timesteps(timesteps)).to(device)
-    if not 0.0 <= strength <= 1.0 or math.isnan(strength):
-        raise ValueError(f"strength/denoise must be within [0, 1], got {strength}")
-    return grid if strength == 1.0 else grid * strength
+    check_denoise(denoise)
+    return grid if denoise == 1.0 else grid * denoise
 
 
 def _checked_timesteps(timesteps) -> list:

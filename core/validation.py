@@ -4,7 +4,7 @@ import math
 
 import torch
 
-IMAGE_SIZE_STEP, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 128, 256, 4096
+from .stages import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -35,10 +35,10 @@ def check_cfg(cfg) -> float:
     return float(cfg)
 
 
-def check_strength(strength) -> float:
-    if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not 0.0 <= strength <= 1.0:
-        raise ValueError(f"denoise/strength must be within [0, 1], got {strength!r}")
-    return float(strength)
+def check_denoise(denoise) -> float:
+    if not isinstance(denoise, (int, float)) or isinstance(denoise, bool) or not 0.0 <= denoise <= 1.0:
+        raise ValueError(f"denoise must be within [0, 1], got {denoise!r}")
+    return float(denoise)
 
 
 def check_conditioning(name: str, cond: torch.Tensor, width: int, encoder_hint: str) -> None:

@@ -6,7 +6,7 @@ from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderM
                            WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
                            WuerstchenSigmas, WuerstchenVAELoader)
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
-from .text import WuerstchenTextEncode
+from .text import WuerstchenTextEncode, WuerstchenTextEncodeBothStages
 from .vq import WuerstchenVQDecode, WuerstchenVQEncode
 
 register_model_folder()
@@ -21,6 +21,7 @@ NODE_DISPLAY_NAMES = {
     WuerstchenDecoderSampler: "Würstchen Decoder Sampler (Stage B)",
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
+    WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
     WuerstchenPriorModelLoader: "Würstchen Prior Model Loader (Stage C, MODEL)",
     WuerstchenDecoderModelLoader: "Würstchen Decoder Model Loader (Stage B, MODEL)",
     WuerstchenPriorCheckpointLoader: "Würstchen Prior Checkpoint Loader",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..core import COMPONENTS, DTYPE_NAMES, SUPPORTED_DTYPES, WEIGHT_SUFFIXES
+
 try:  # ComfyUI puts these on sys.path before it imports packs.
     import comfy.model_management as model_management
     import comfy.model_patcher
@@ -22,8 +24,6 @@ except ImportError:
 IN_COMFYUI = model_management is not None
 MODEL_FOLDER_KEY = "wuerstchen"
 MODEL_DIRS_ENV = "WUERSTCHEN_MODEL_DIRS"
-WEIGHT_EXTENSIONS = {".safetensors", ".sft", ".pt", ".pth", ".ckpt", ".bin"}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # --- model files ---------------------------------------------------------------------------------------------
@@ -51,28 +51,22 @@ def model_dirs() -> list[Path]:
     return [Path(d) for d in dirs]
 
 
-# What a diffusers folder holds for each loader: a pipeline sub-folder, or the class named in its own config.json.
-FOLDER_CONTENTS = {
-    "prior": (("prior", "prior_prior"), {"WuerstchenPrior"}),
-    "decoder": (("decoder",), {"WuerstchenDiffNeXt"}),
-    "vqgan": (("vqgan",), {"PaellaVQModel"}),
-    "text_encoder": (("text_encoder",), {"CLIPTextModel"}),
-}
-
-
 def _is_model_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() or (path / "config.json").is_file()
 
 
 def _folder_holds(path: Path, kind: str) -> bool:
-    subfolders, classes = FOLDER_CONTENTS[kind]
-    if any((path / name).is_dir() for name in subfolders):
+    """A diffusers folder holds ``kind`` in a pipeline sub-folder, or is its component folder (config.json class)."""
+    component = COMPONENTS[kind]
+    if any((path / name).is_dir() for name in component.pipeline_folders):
         return True
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(config, dict) and bool(({config.get("_class_name")} | set(config.get("architectures") or [])) & classes)
+    if not isinstance(config, dict):
+        return False
+    return bool(({config.get("_class_name")} | set(config.get("architectures") or [])) & component.config_classes)
 
 
 def list_models(kind: str) -> list[str]:
@@ -93,7 +87,7 @@ def list_models(kind: str) -> list[str]:
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
             if kind != "text_encoder":
                 names.update((here / f).relative_to(root).as_posix() for f in files
-                             if Path(f).suffix.lower() in WEIGHT_EXTENSIONS and not f.startswith("."))
+                             if Path(f).suffix.lower() in WEIGHT_SUFFIXES and not f.startswith("."))
     return sorted(names)
 
 
@@ -127,7 +121,7 @@ class ManagedModel:
 def placement(kind: str, weight_dtype: str):
     """(load device, offload device, storage dtype, compute dtype, operations) for a stage, as ComfyUI would pick."""
     if not IN_COMFYUI:
-        dtype = DTYPES.get(weight_dtype, torch.float32)
+        dtype = DTYPE_NAMES.get(weight_dtype, torch.float32)
         return torch.device("cpu"), torch.device("cpu"), dtype, dtype, torch.nn
     mm = model_management
     if kind == "text_encoder":
@@ -138,10 +132,8 @@ def placement(kind: str, weight_dtype: str):
         auto = _vae_dtype(load)
     else:
         load, offload = mm.get_torch_device(), mm.unet_offload_device()
-        # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16 and this prior divides by |1 - b|.
-        supported = [torch.bfloat16, torch.float32] if kind == "prior" else [torch.bfloat16, torch.float16, torch.float32]
-        auto = mm.unet_dtype(load, supported_dtypes=supported)
-    storage = DTYPES.get(weight_dtype, auto)
+        auto = mm.unet_dtype(load, supported_dtypes=list(SUPPORTED_DTYPES[kind]))
+    storage = DTYPE_NAMES.get(weight_dtype, auto)
     if kind == "text_encoder":  # transformers' layers, computed in their storage dtype
         return load, offload, storage, storage, torch.nn
     compute = (mm.unet_manual_cast(storage, load) if kind != "vqgan" else None) or storage
@@ -152,7 +144,7 @@ def placement(kind: str, weight_dtype: str):
 
 def _vae_dtype(device) -> torch.dtype:
     try:
-        return model_management.vae_dtype(device, [torch.bfloat16, torch.float32])
+        return model_management.vae_dtype(device, list(SUPPORTED_DTYPES["vqgan"]))
     except TypeError:  # before mid-2024 vae_dtype took no arguments
         return model_management.vae_dtype()
 
@@ -161,8 +153,21 @@ def _layer_operations(storage: torch.dtype, compute: torch.dtype):
     """ComfyUI's layer classes, so a partial (low-VRAM) load can stream the weights that did not fit."""
     pick = getattr(comfy.ops, "pick_operations", None)
     if pick is not None:
-        return pick(storage, compute if compute != storage else None)
-    return comfy.ops.manual_cast if compute != storage else comfy.ops.disable_weight_init
+        return _with_weight_casting(pick(storage, compute if compute != storage else None))
+    return _with_weight_casting(comfy.ops.manual_cast if compute != storage else comfy.ops.disable_weight_init)
+
+
+def _with_weight_casting(operations):
+    """``operations`` whose Linear and Conv2d read their weights through ComfyUI's ``cast_bias_weight`` when the
+    engine does its own maths with them (the decoder's folded effnet columns), so that LoRA patches and weights
+    streamed in for low-VRAM runs are seen there as in the layers' own forward."""
+
+    def cast_weight_bias(layer, like):
+        return comfy.ops.cast_bias_weight(layer, like)
+
+    layers = {name: type(name, (getattr(operations, name),), {"cast_weight_bias": cast_weight_bias})
+              for name in ("Linear", "Conv2d")}
+    return type(f"Wuerstchen{operations.__name__}", (operations,), layers)
 
 
 def _load_models_gpu(patcher, memory_required: int, full_load: bool) -> None:
@@ -228,3 +233,21 @@ def step_callback(total_steps: int, make_preview=None):
             bar.update_absolute(step + 1, total, preview)
 
     return callback
+
+
+# --- messages on the node ------------------------------------------------------------------------------------
+
+def show_text(text: str) -> None:
+    """Show ``text`` on the running node in ComfyUI's frontend (the node's progress text); no-op outside ComfyUI."""
+    if not IN_COMFYUI:
+        return
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:  # a ComfyUI older than the executing context and progress text
+        return
+    server = getattr(PromptServer, "instance", None)
+    context = get_executing_context()
+    node_id = context.node_id if context is not None else getattr(server, "last_node_id", None)
+    if server is not None and node_id is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(text, node_id)

@@ -2,13 +2,26 @@
 
 import torch
 
-from ..core import load_decoder, load_prior, load_text_encoder, load_vqgan
-from .comfy_bridge import list_models, manage, placement, resolve_model
+from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
+from .comfy_bridge import list_models, manage, placement, resolve_model, show_text
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 
-WEIGHT_DTYPES = ["auto", "fp32", "fp16", "bf16"]
-DTYPE_TOOLTIP = ("Storage dtype of the weights. auto follows ComfyUI (fp32 on CPU; bf16 or fp16 on GPUs that "
-                 "support it). Use bf16 or fp32 if a stage produces NaN/black images in fp16.")
+WEIGHT_DTYPES = ["auto", *DTYPE_NAMES]
+# What ``auto`` picks for each stage: ComfyUI's own rule for that kind of model (see comfy_bridge.placement).
+AUTO_DTYPES = {
+    "prior": "bf16 on GPUs that support it, else fp32; never fp16 (this prior can overflow in fp16); fp32 on CPU",
+    "decoder": "bf16 on GPUs that support it, else fp16 where the GPU supports that, else fp32; fp32 on CPU",
+    "vqgan": "bf16 on GPUs that support it, else fp32 (ComfyUI's VAE rule); fp32 on CPU",
+    "text_encoder": "fp16 on every device, CPU included (ComfyUI's text-encoder rule; --fp32-text-enc or "
+                    "--bf16-text-enc change it)",
+}
+
+
+def dtype_tooltip(kind: str) -> str:
+    return (f"Storage dtype of the weights. auto: {AUTO_DTYPES[kind]}. ComfyUI's --fp32-*/--bf16-*/--fp16-* flags "
+            f"override auto. Use bf16 or fp32 if a stage gives NaN/black images in fp16.")
+
+
 MODEL_LOADERS = {"prior": load_prior, "decoder": load_decoder, "vqgan": load_vqgan}
 
 
@@ -40,8 +53,8 @@ class _ComponentLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             cls.INPUT_NAME: (list_models(cls.KIND), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
-                                                        f"models/diffusers. {cls.FILES}"}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+                                                                f"models/diffusers. {cls.FILES}"}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(cls.KIND)}),
         }}
 
 
@@ -81,11 +94,21 @@ class WuerstchenVQGANLoader(_ComponentLoader):
 
 class WuerstchenTextEncoderLoader(_ComponentLoader):
     KIND, INPUT_NAME = "text_encoder", "clip_name"
-    FILES = ("Pick the prior's folder (warp-ai/wuerstchen-prior) for its CLIP-bigG encoder and the decoder's folder "
-             "(warp-ai/wuerstchen) for its CLIP-ViT-H encoder; each holds text_encoder/ and tokenizer/.")
-    DESCRIPTION = f"Loads a Würstchen v2 CLIP text encoder with its tokenizer. {FILES}"
+    FILES = ("Each stage has its own: the prior's folder (wuerstchen-prior) holds CLIP-bigG, 1280 wide, for the prior "
+             "sampler; the decoder's folder (wuerstchen) holds CLIP-ViT-H, 1024 wide, for the decoder sampler. Each "
+             "folder holds text_encoder/ and tokenizer/.")
+    DESCRIPTION = (f"Loads a Würstchen v2 CLIP text encoder with its tokenizer. {FILES} After loading, the node says "
+                   f"which stage the encoder serves.")
     RETURN_TYPES, RETURN_NAMES = (TEXT_ENCODER,), ("text_encoder",)
     OUTPUT_TOOLTIPS = ("The text encoder, managed by ComfyUI. Each stage needs its own.",)
 
     def load(self, clip_name: str, weight_dtype: str = "auto"):
-        return (load_component(self.KIND, clip_name, weight_dtype),)
+        encoder = load_component(self.KIND, clip_name, weight_dtype)
+        show_text(stage_of_text_encoder(encoder.handle.hidden_size))
+        return (encoder,)
+
+
+def stage_of_text_encoder(width: int) -> str:
+    stages = {1280: "CLIP-bigG (1280 wide): for the prior sampler",
+              1024: "CLIP-ViT-H (1024 wide): for the decoder sampler"}
+    return stages.get(width, f"{width}-wide text encoder: not a released Würstchen v2 one (prior 1280, decoder 1024)")

@@ -9,7 +9,7 @@ import torch
 from ..core import check_image_size, stage_b_size, stage_c_size
 from . import native
 from .comfy_bridge import intermediate_device, list_models, resolve_model
-from .loaders import DTYPE_TOOLTIP, WEIGHT_DTYPES, load_component
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
 from .samplers import _size_errors
 from .wiring import TEXT_ENCODER, make_latent
 
@@ -28,7 +28,7 @@ def _model_input(kind: str, files: str) -> dict:
     return {"required": {
         f"{kind}_name": (list_models(kind), {"tooltip": f"A file or diffusers folder in models/wuerstchen or "
                                                          f"models/diffusers. {files}"}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(kind)}),
     }}
 
 
@@ -67,10 +67,11 @@ class WuerstchenDecoderModelLoader:
 
 
 def _checkpoint_input(kinds: tuple, what: str) -> dict:
+    """The folder must hold every one of ``kinds``; the dtype tooltip is the denoiser's (kinds[0])."""
     return {"required": {
         "folder": (_folders_holding(*kinds), {"tooltip": f"A diffusers folder in models/wuerstchen or "
                                                          f"models/diffusers: {what}."}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(kinds[0])}),
     }}
 
 

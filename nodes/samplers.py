@@ -2,21 +2,23 @@
 
 import torch
 
-from ..core import generators_for_seed, sample_decoder, sample_prior, stage_c_timesteps
-from ..core import compile_denoisers
-from ..core import latent_preview
-from ..core import check_image_size
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image_size, compile_denoisers,
+                    decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior, seed_generators,
+                    stage_c_timesteps)
 from . import native
 from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
+from .preview import latent_preview
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
-                "tooltip": "Noise seed. Image i of a batch uses seed + i, so any image can be re-made alone."})
+                "tooltip": "Noise seed. By default one generator seeded with it draws the whole batch, as diffusers' "
+                           "pipelines do (a batch of N = num_images_per_prompt=N at this seed); see per_image_seeds."})
+PER_IMAGE_SEEDS = ("BOOLEAN", {"default": False, "tooltip": (
+    "off (default): one seeded generator draws the whole batch, as diffusers' pipelines do, so the batch size changes "
+    "every image. on: image i of the batch gets its own seed, seed + i, so it can be re-made alone at batch size 1.")})
 PRIOR_SCHEDULES = ["reference", "linear"]
 COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's blocks: faster steps after a warm-up "
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
-# Rough activation bytes per latent pixel and image (fp16/bf16, CFG included), for ComfyUI's memory planning.
-PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 200_000, 12_000
 
 
 def _resident(model, kind: str, memory_required: int):
@@ -50,7 +52,7 @@ class WuerstchenPriorSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
         return {
             "required": {
                 "prior": (PRIOR + ",MODEL", {"tooltip": "The prior from the Würstchen Prior Loader, or a Würstchen "
@@ -78,6 +80,7 @@ class WuerstchenPriorSampler:
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
                 "compile": COMPILE,
+                "per_image_seeds": PER_IMAGE_SEEDS,
             },
         }
 
@@ -86,19 +89,19 @@ class WuerstchenPriorSampler:
         return _size_errors(width=width, height=height)
 
     def sample(self, prior, positive, negative, seed, steps, schedule, cfg, width, height, batch_size,
-               latent=None, denoise=1.0, compile=False):
+               latent=None, denoise=1.0, compile=False, per_image_seeds=False):
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative")
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
-        pixels = cond.shape[0] * batch_size * (width // 42) * (height // 42)
-        model, dtype, device = _resident(prior, "prior", pixels * PRIOR_BYTES_PER_PIXEL)
+        images = cond.shape[0] * batch_size
+        model, dtype, device = _resident(prior, "prior", prior_memory_bytes(images, width, height))
         if compile:
             compile_denoisers(model)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
-            generator=generators_for_seed(seed, cond.shape[0] * batch_size), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=dtype, device=device,
+            generator=seed_generators(seed, cond.shape[0] * batch_size, per_image_seeds), init_latent=init,
+            denoise=denoise, callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
             **schedule_args)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
 
@@ -133,21 +136,22 @@ class WuerstchenDecoderSampler:
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
                 "compile": COMPILE,
+                "per_image_seeds": PER_IMAGE_SEEDS,
             },
         }
 
     def sample(self, decoder, positive, prior_latent, seed, steps, cfg, negative=None, latent=None, denoise=1.0,
-               compile=False):
+               compile=False, per_image_seeds=False):
         embeddings = latent_samples(prior_latent, "C", "prior_latent")
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
-        pixels = embeddings.shape[0] * embeddings.shape[2] * embeddings.shape[3] * 114  # 10.67² latent pixels each
-        model, dtype, device = _resident(decoder, "decoder", pixels * DECODER_BYTES_PER_PIXEL)
+        memory = decoder_memory_bytes(embeddings.shape[0], embeddings.shape[-2:])
+        model, dtype, device = _resident(decoder, "decoder", memory)
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
-            generator=generators_for_seed(seed, embeddings.shape[0]), init_latent=init, strength=denoise,
-            callback=step_callback(steps, latent_preview), dtype=dtype, device=device)
+            generator=seed_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
+            callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

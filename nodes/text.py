@@ -1,15 +1,31 @@
-"""Prompt → CONDITIONING with a Würstchen text encoder (positive and negative prompts of both stages)."""
+"""Prompt → CONDITIONING with the Würstchen text encoders: one encoder at a time, or both stages from one text."""
 
 import torch
 
-from .comfy_bridge import activate, intermediate_device
+from .comfy_bridge import activate, intermediate_device, show_text
 from .wiring import TEXT_ENCODER, make_conditioning
+
+TEXT_TOOLTIP = ("The prompt. ComfyUI's emphasis works: (word:1.2) sets a weight, (word) is ×1.1, [word] is ÷1.1, "
+                "and \\( \\) \\[ \\] are literal brackets. A prompt longer than 77 CLIP tokens is truncated, as in the "
+                "reference; the node then shows what was dropped.")
+
+
+def encode_text(text_encoder, text: str, label: str, notes: list[str]) -> list:
+    """CONDITIONING of ``text``; a truncation note, prefixed with ``label``, goes to ``notes``."""
+    states = activate(text_encoder, "text_encoder").encode(text, report=lambda note: notes.append(label + note))
+    return make_conditioning(states.to(intermediate_device(), torch.float32))
+
+
+def show_notes(notes: list[str]) -> None:
+    if notes:
+        show_text("\n".join(notes))
 
 
 class WuerstchenTextEncode:
     DESCRIPTION = ("Encodes a prompt with a Würstchen v2 text encoder. Use the prior's encoder for the prior sampler "
-                   "and the decoder's encoder for the decoder sampler. An empty prompt is the reference negative. "
-                   "Conditioning Combine of several encodes gives one image batch per prompt.")
+                   "and the decoder's encoder for the decoder sampler (Würstchen Text Encode (Both Stages) does both "
+                   "from one text). An empty prompt is the reference negative. Conditioning Combine of several "
+                   "encodes gives one image batch per prompt.")
     CATEGORY = "conditioning/wuerstchen"
     RETURN_TYPES = ("CONDITIONING",)
     OUTPUT_TOOLTIPS = ("CLIP last hidden states (77 tokens) of the prompt.",)
@@ -19,11 +35,51 @@ class WuerstchenTextEncode:
     def INPUT_TYPES(cls):
         return {"required": {
             "text_encoder": (TEXT_ENCODER, {"tooltip": "The prior's or the decoder's text encoder."}),
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
-                                "tooltip": "The prompt; longer than 77 CLIP tokens is truncated (a warning says "
-                                           "how many tokens were dropped)."}),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "", "tooltip": TEXT_TOOLTIP}),
         }}
 
     def encode(self, text_encoder, text: str):
-        states = activate(text_encoder, "text_encoder").encode(text)
-        return (make_conditioning(states.to(intermediate_device(), torch.float32)),)
+        notes = []
+        conditioning = encode_text(text_encoder, text, "", notes)
+        show_notes(notes)
+        return (conditioning,)
+
+
+class WuerstchenTextEncodeBothStages:
+    DESCRIPTION = ("Encodes one prompt (and a negative prompt) for both stages: with the prior's text encoder "
+                   "(CLIP-bigG) for the prior sampler and with the decoder's (CLIP-ViT-H) for the decoder sampler, "
+                   "so the prompt is typed once. The empty negative is the reference's.")
+    CATEGORY = "conditioning/wuerstchen"
+    RETURN_TYPES = ("CONDITIONING",) * 4
+    RETURN_NAMES = ("prior_positive", "prior_negative", "decoder_positive", "decoder_negative")
+    OUTPUT_TOOLTIPS = ("The prompt for the prior sampler's positive input.",
+                       "The negative prompt for the prior sampler's negative input.",
+                       "The prompt for the decoder sampler's positive input.",
+                       "The negative prompt for the decoder sampler's negative input (used when its cfg > 1).")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prior_text_encoder": (TEXT_ENCODER, {"tooltip": "The prior's text encoder (CLIP-bigG, 1280 wide: "
+                                                                 "the wuerstchen-prior folder)."}),
+                "decoder_text_encoder": (TEXT_ENCODER, {"tooltip": "The decoder's text encoder (CLIP-ViT-H, 1024 "
+                                                                   "wide: the wuerstchen folder)."}),
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
+                                    "tooltip": TEXT_TOOLTIP}),
+            },
+            "optional": {
+                "negative": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
+                                        "tooltip": "Negative prompt for both stages; empty is the reference's."}),
+            },
+        }
+
+    def encode(self, prior_text_encoder, decoder_text_encoder, text: str, negative: str = ""):
+        notes = []
+        outputs = (encode_text(prior_text_encoder, text, "prior: ", notes),
+                   encode_text(prior_text_encoder, negative, "prior negative: ", notes),
+                   encode_text(decoder_text_encoder, text, "decoder: ", notes),
+                   encode_text(decoder_text_encoder, negative, "decoder negative: ", notes))
+        show_notes(notes)
+        return outputs

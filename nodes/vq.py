@@ -2,7 +2,7 @@
 
 import torch
 
-from ..core import vq_decode, vq_encode
+from ..core import vq_decode, vq_decode_memory_bytes, vq_encode
 from .comfy_bridge import activate, check_interrupted, intermediate_device
 from .wiring import VQGAN, latent_samples, make_latent
 
@@ -23,12 +23,11 @@ class WuerstchenVQDecode:
 
     def decode(self, vqgan, samples):
         latents = latent_samples(samples, "B", "samples")
-        # One image at a time: its largest activation is (H/2)·(W/2)·768 channels, ×3 live copies, 4 bytes.
-        model = activate(vqgan, "vqgan", memory_required=latents.shape[2] * latents.shape[3] * 4 * 768 * 3 * 4)
+        model = activate(vqgan, "vqgan", memory_required=vq_decode_memory_bytes(latents.shape[-2:]))
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()
-            image = vq_decode(model, one, dtype=vqgan.compute_dtype, device=vqgan.load_device)
+            image = vq_decode(model, one, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
             images.append(image.movedim(1, -1).to(intermediate_device(), torch.float32))
         return (torch.cat(images),)
 
@@ -51,5 +50,5 @@ class WuerstchenVQEncode:
     def encode(self, vqgan, image):
         model = activate(vqgan, "vqgan")
         pixels = image[..., :3].movedim(-1, 1)
-        latents = vq_encode(model, pixels, dtype=vqgan.compute_dtype, device=vqgan.load_device)
+        latents = vq_encode(model, pixels, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

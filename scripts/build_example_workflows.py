@@ -8,7 +8,6 @@ Run after changing a node's inputs:  python scripts/build_example_workflows.py
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "example_workflows"
-sys.path.insert(0, str(HERE))
-from run_workflow import import_pack  # noqa: E402
+from run_workflow import import_pack
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# After each run the frontend draws a new seed, as in ComfyUI's own templates, so pressing Run again makes a new
+# image instead of being answered from the cache.
+SEED_CONTROL = "randomize"
 # The ComfyUI core nodes the examples use, with the inputs (in ComfyUI's order, which is the widget order) and
 # outputs of ComfyUI 0.3.64.
 SEED_INPUT = ("INT", {"default": 0, "control_after_generate": True})
@@ -97,7 +98,7 @@ def widget_values(node: Node, schema: dict) -> list:
         options = spec[1] if len(spec) > 1 else {}
         values.append(node.inputs.get(name, options.get("default")))
         if options.get("control_after_generate") or name in ("seed", "noise_seed"):
-            values.append("fixed")
+            values.append(SEED_CONTROL)
         if options.get("image_upload"):
             values.append("image")
     return values

@@ -5,6 +5,7 @@ Run directly: ``python scripts/demo_checkpoints.py OUT_DIR`` writes OUT_DIR/wuer
 """
 
 import json
+import math
 import string
 import sys
 from pathlib import Path
@@ -55,10 +56,14 @@ def tiny_text_config(hidden_size: int = 32):
                           eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
 
 
-def tiny_text_model(hidden_size: int = 32, seed: int = 0):
+def tiny_text_model(hidden_size: int = 32, seed: int = 0, **config_changes):
+    """A random-weight CLIPTextModel (the one tiny text-model builder of the demo, the tests and the benchmark)."""
     from transformers import CLIPTextModel
+    config = tiny_text_config(hidden_size)
+    for name, value in config_changes.items():
+        setattr(config, name, value)
     torch.manual_seed(seed)
-    return CLIPTextModel(tiny_text_config(hidden_size)).eval()
+    return CLIPTextModel(config).eval()
 
 
 def legacy_state_dict(model) -> dict[str, torch.Tensor]:
@@ -75,6 +80,24 @@ def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:
     model.config.to_json_file(encoder_dir / "config.json")
     save_file(legacy_state_dict(model), encoder_dir / "model.safetensors")
     write_tiny_tokenizer(root / "tokenizer")
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fill every parameter and BN statistic with non-trivial values (the reference inits zero many of them)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if p.dim() > 1:
+            bound = 1.0 / math.sqrt(p[0].numel())
+            p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    for name, b in module.named_buffers():
+        if name.endswith("running_mean"):
+            b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+        elif name.endswith("running_var"):
+            b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    return module.eval()
 
 
 @torch.no_grad()

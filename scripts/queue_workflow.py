@@ -5,8 +5,10 @@
         --ui-workflow example_workflows/wuerstchen_text_to_image.json
 
 Standard library only. The overrides are those of scripts/run_workflow.py; ``--image`` may name a local file, which
-is uploaded to the server's input folder first. Validation and execution errors are printed one line each and the
-exit status is 1; a timeout exits with 2.
+is uploaded to the server's input folder first. Model names (``--prior``, ``--decoder``, ``--vqgan``,
+``--prior-text-encoder``, ``--decoder-text-encoder``) are checked against what the server's loaders list
+(GET /object_info) before queueing; ``--list-models`` prints those lists and exits. Validation and execution errors
+are printed one line each and the exit status is 1; a timeout exits with 2.
 """
 
 import argparse
@@ -20,8 +22,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_overrides import add_override_arguments, apply_overrides, load_workflow  # noqa: E402
+from workflow_overrides import LOADER_INPUTS, add_override_arguments, apply_overrides, load_workflow, model_option
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
@@ -59,6 +60,64 @@ def get_json(server: str, path: str, timeout: float = 30.0):
     if status != 200:
         raise WorkflowError([f"GET {path} failed with HTTP {status}: {data[:300].decode(errors='replace')}"])
     return json.loads(data)
+
+
+# --- model names the server offers ------------------------------------------------------------------------------
+
+def combo_choices(spec) -> list[str]:
+    """The choices of a combo input in /object_info: V1 nodes send [choices, options], V3 ['COMBO', {options}]."""
+    if spec and isinstance(spec[0], list):
+        return list(spec[0])
+    if len(spec) > 1 and isinstance(spec[1], dict):
+        return list(spec[1].get("options", []))
+    return []
+
+
+def server_model_names(server: str, prompt: dict) -> dict[str, list[str]]:
+    """What the server's loaders list, for each Würstchen loader type in the workflow (GET /object_info/<type>)."""
+    names = {}
+    for class_type in sorted({node["class_type"] for node in prompt.values()} & set(LOADER_INPUTS)):
+        info = get_json(server, f"/object_info/{class_type}").get(class_type)
+        if info is None:
+            raise WorkflowError([f"the server has no {class_type} node: is the Würstchen pack in its custom_nodes "
+                                 f"(see the server's startup log)?"])
+        names[class_type] = combo_choices(info["input"]["required"][LOADER_INPUTS[class_type]])
+    return names
+
+
+def _option_flag(prompt: dict, node_id: str) -> str:
+    option = model_option(prompt, node_id)
+    return f"--{option.replace('_', '-')}" if option else "the node's widget"
+
+
+def model_listing(prompt: dict, names: dict[str, list[str]]) -> list[str]:
+    """One line per Würstchen loader of the workflow: its model, the option that sets it, what the server lists."""
+    lines = []
+    for node_id, node in prompt.items():
+        if node["class_type"] in names:
+            input_name = LOADER_INPUTS[node["class_type"]]
+            lines.append(f"node {node_id} ({node['class_type']}) {input_name}={node['inputs'].get(input_name)!r} "
+                         f"[{_option_flag(prompt, node_id)}]; the server lists: "
+                         f"{', '.join(names[node['class_type']]) or 'nothing'}")
+    return lines
+
+
+def check_model_names(prompt: dict, names: dict[str, list[str]]) -> None:
+    """Raise WorkflowError, one line per loader, when a model name is not among what the server lists."""
+    lines = []
+    for node_id, node in prompt.items():
+        if node["class_type"] not in names:
+            continue
+        input_name, choices = LOADER_INPUTS[node["class_type"]], names[node["class_type"]]
+        value = node["inputs"].get(input_name)
+        if value in choices:
+            continue
+        listed = (f"it lists {', '.join(choices)}" if choices else
+                  "it lists none: put the model folders into ComfyUI/models/wuerstchen (README, Model files)")
+        lines.append(f"node {node_id} ({node['class_type']}): {input_name} {value!r} is not a model the server "
+                     f"has; {listed}; choose one with {_option_flag(prompt, node_id)}")
+    if lines:
+        raise WorkflowError(lines)
 
 
 # --- queueing and errors ---------------------------------------------------------------------------------------
@@ -202,12 +261,19 @@ def main(argv=None) -> int:
     parser.add_argument("--ui-workflow", type=Path,
                         help="UI-format workflow to embed in the PNGs (what ComfyUI's 'Save' writes)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the prompt (default 600)")
+    parser.add_argument("--list-models", action="store_true",
+                        help="print the workflow's model names and what the server's loaders list, then exit")
     args = parser.parse_args(argv)
     try:
+        if args.list_models:
+            prompt = apply_overrides(load_workflow(args.workflow), args)
+            print("\n".join(model_listing(prompt, server_model_names(args.server, prompt))))
+            return 0
         if args.image is not None and Path(args.image).is_file():
             args.image = upload_image(args.server, Path(args.image))
             print(f"uploaded input image as {args.image}", flush=True)
         prompt = apply_overrides(load_workflow(args.workflow), args)
+        check_model_names(prompt, server_model_names(args.server, prompt))
         workflow = None
         if args.ui_workflow is not None:
             try:

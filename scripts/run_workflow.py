@@ -23,8 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 
 HERE = Path(__file__).resolve().parent
 PACK_ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from workflow_overrides import add_override_arguments, apply_overrides, load_workflow  # noqa: E402
+from workflow_overrides import add_override_arguments, apply_overrides, load_workflow
 
 
 def import_pack(name: str = "wuerstchen_pack"):

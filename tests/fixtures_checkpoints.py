@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from core import PaellaVQ, StageBDecoder, StageCPrior
-from tiny import TINY_DECODER, TINY_PRIOR, TINY_VQGAN, randomize_
+from demo_checkpoints import TINY_DECODER, TINY_PRIOR, TINY_VQGAN, randomize_
 
 COMPONENT_NAMES = ("prior", "decoder", "vqgan")
 MODEL_CLASSES = {"prior": StageCPrior, "decoder": StageBDecoder, "vqgan": PaellaVQ}
@@ -25,7 +25,7 @@ HEAD64_CONFIGS = {"prior": {**TINY_PRIOR, "c": 64, "nhead": 1},
                   "decoder": {**TINY_DECODER, "c_hidden": [16, 64, 64], "nhead": [-1, 1, 1]},
                   "vqgan": TINY_VQGAN}
 
-# The hub config.json files (spec §0).
+# The hub config.json files of the released models.
 RELEASED_CONFIGS = {
     "prior": dict(c_in=16, c=1536, c_cond=1280, c_r=64, depth=32, nhead=24, dropout=0.1),
     "decoder": dict(c_in=4, c_out=4, c_r=64, patch_size=2, c_cond=1024, c_hidden=[320, 640, 1280, 1280],
@@ -106,7 +106,7 @@ def write_pipeline(root: Path, class_name: str, parts: dict[str, tuple[str, torc
 
 
 def original_layout(state_dict: dict) -> dict:
-    """Our keys in dome272's layout (spec §8 backwards): nn.MultiheadAttention in_proj/out_proj, ``codebook``."""
+    """Our keys in dome272's layout (the conversion on load, backwards): nn.MultiheadAttention in_proj/out_proj, ``codebook``."""
     original = {}
     for key, tensor in state_dict.items():
         if key == "vquantizer.embedding.weight":

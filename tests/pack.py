@@ -1,13 +1,11 @@
 """Test access to the pack as ComfyUI sees it (imported as a package), plus tiny demo models on disk."""
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+import run_workflow  # scripts/ and tests/ are on sys.path through conftest.py
+from demo_checkpoints import write_demo_models
 
-import run_workflow  # noqa: E402
-from demo_checkpoints import write_demo_models  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PACK = run_workflow.import_pack()
 NODES = PACK.NODE_CLASS_MAPPINGS

@@ -132,7 +132,7 @@ def test_unknown_config_keys_are_ignored_with_a_warning(tmp_path, tiny, caplog):
     folder = write_component_folder(tmp_path / "prior", "prior", tiny["prior"])
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "latent_size": 64}))
-    with caplog.at_level(logging.WARNING, logger="core.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="core.checkpoints.configs"):
         loaded = load_prior(folder)
     assert_same_model("prior", loaded, tiny["prior"])
     assert [record.levelno for record in caplog.records] == [logging.WARNING]
@@ -362,7 +362,7 @@ def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path, tiny):
         load_prior(folder)
     assert one_line_message(error) == (
         "prior/diffusion_pytorch_model.safetensors does not match the prior built from its config.json: "
-        "cond_mapper.0.weight is (32, 48) in the file but (32, 40) in the model")
+        "cond_mapper.0.weight has shape (32, 48) in the file but (32, 40) in the model")
 
 
 def test_missing_keys_are_counted_and_shown(tmp_path, tiny):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import StageBDecoder, StageCPrior
-from core.compile import compile_denoisers
+from core import compile_denoisers
 from demo_checkpoints import TINY_DECODER, TINY_PRIOR, tame_outputs_
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core import PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks
-from core.blocks import timestep_embedding
+from core.models.blocks import timestep_embedding
 from tiny import TINY_DECODER, TINY_PRIOR, TINY_VQGAN, reference_models, twin
 
 TOL = 1e-5

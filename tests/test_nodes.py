@@ -11,7 +11,7 @@ from pack import EXAMPLES, NODES, run_workflow, write_demo_models
 
 EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
                 "WuerstchenTextEncoderLoader", "WuerstchenTextEncode", "WuerstchenPriorSampler",
-                "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode"}
+                "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode", "WuerstchenTextEncodeBothStages"}
 # The native path (stages as ComfyUI MODELs); their functions need ComfyUI, their contract does not.
 NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
               "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
@@ -135,6 +135,13 @@ def test_ui_workflows_line_up_with_inputs(name, model_dirs):
             assert api_inputs.get(input_name, value) == value, f"{node['type']}.{input_name}"
 
 
+def test_ui_templates_draw_a_new_seed_after_each_run():
+    """As in ComfyUI's own templates: pressing Run again makes a new image rather than a cached one."""
+    for path in sorted(EXAMPLES.glob("*.json")):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] in ("WuerstchenPriorSampler", "WuerstchenDecoderSampler"):
+                assert node["widgets_values"][1] == "randomize", f"{path.name} node {node['id']}"
+
 
 @pytest.fixture(scope="module")
 def staged(demo_models):
@@ -208,8 +215,8 @@ def test_nodes_leave_their_inputs_unchanged(staged):
     assert torch.equal(cond, staged["decoder_cond"][0][0])
 
 
-def test_seed_i_of_a_batch_is_reproducible_alone(staged):
-    batch = prior_sample(staged, seed=5, batch_size=3)["samples"]
+def test_with_per_image_seeds_image_i_of_a_batch_is_reproducible_alone(staged):
+    batch = prior_sample(staged, seed=5, batch_size=3, per_image_seeds=True)["samples"]
     third = prior_sample(staged, seed=7)["samples"]
     assert torch.allclose(batch[2:], third, atol=1e-4 * third.abs().max().item())
     assert not torch.allclose(batch[0], batch[2])

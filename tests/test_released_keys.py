@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from core import PaellaVQ, StageBDecoder, StageCPrior
 

@@ -1,15 +1,15 @@
-"""The DDPM-Würstchen scheduler and timestep grids against spec §4 and diffusers' scheduler (test-only oracle)."""
+"""The DDPM-Würstchen scheduler and timestep grids against the reference values and diffusers' scheduler (test-only oracle)."""
 
 import pytest
 import torch
 
 from core import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
 
-# Spec §4: fp32 ᾱ(t) for the released s=0.008, scaler=1 (1 and 0 are clamped).
+# The reference's fp32 ᾱ(t) for the released s=0.008, scaler=1 (1 and 0 are clamped).
 ALPHA_CUMPROD = [(1.0, 1e-4), (0.99, 2.4285525e-4), (0.9, 0.024091726), (0.5, 0.49384364), (0.1, 0.97209275),
                  (0.01, 0.99936873), (0.0, 0.9999)]
 
-# Spec §4: the 30 float64 values of DEFAULT_STAGE_C_TIMESTEPS, as listed.
+# The 30 float64 values of the reference's DEFAULT_STAGE_C_TIMESTEPS.
 SPEC_STAGE_C = [
     1.0, 0.9824561403508771, 0.9649122807017544, 0.9473684210526315, 0.9298245614035088, 0.9122807017543859,
     0.8947368421052632, 0.8771929824561403, 0.8596491228070176, 0.8421052631578947, 0.8245614035087719,
@@ -125,7 +125,7 @@ def test_stage_c_timesteps_rejects_bad_step_counts(steps):
 def test_timestep_grid_linear_and_scaled():
     assert torch.equal(timestep_grid(5), torch.linspace(1.0, 0.0, 6))
     assert timestep_grid(5).dtype == torch.float32
-    scaled = timestep_grid(4, strength=0.5)
+    scaled = timestep_grid(4, denoise=0.5)
     assert scaled[0].item() == 0.5 and scaled[-1].item() == 0.0 and scaled.shape == (5,)
     assert torch.equal(timestep_grid(timesteps=[0.75, 0.5, 0.0]), torch.tensor([0.75, 0.5, 0.0]))
     assert torch.equal(timestep_grid(timesteps=torch.tensor([1.0, 0.5, 0.0])), torch.tensor([1.0, 0.5, 0.0]))
@@ -143,8 +143,8 @@ def test_timestep_grid_linear_and_scaled():
     (dict(steps=2.0), r"steps must be an integer >= 1, got 2\.0"),
     (dict(steps=3, timesteps=[1.0, 0.0]), r"either steps or timesteps, not both"),
     (dict(), r"either steps or timesteps.*not neither"),
-    (dict(steps=3, strength=1.5), r"within \[0, 1\], got 1\.5"),
-    (dict(steps=3, strength=float("nan")), r"within \[0, 1\], got nan"),
+    (dict(steps=3, denoise=1.5), r"within \[0, 1\], got 1\.5"),
+    (dict(steps=3, denoise=float("nan")), r"within \[0, 1\], got nan"),
 ])
 def test_timestep_grid_rejects_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):

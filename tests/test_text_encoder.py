@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizerFast
 
-from core.text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
+from core import MAX_LENGTH, TextEncoder, load_text_encoder
 from fixtures_text import legacy_state_dict, tiny_text_model, write_tiny_text_encoder
 
 PROMPTS = ["a horse", "the cat sat on the mat"]

@@ -1,29 +1,9 @@
 """Tiny configurations that exercise every model path, and reference (diffusers) twins with identical weights."""
 
-import math
-
 import torch
 
 from demo_checkpoints import (DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR,  # noqa: F401
-                               TINY_VQGAN, tame_outputs_)
-
-
-@torch.no_grad()
-def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Fill every parameter and BN statistic with non-trivial values (the reference inits zero many of them)."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        if p.dim() > 1:
-            bound = 1.0 / math.sqrt(p[0].numel())
-            p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
-        else:
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    for name, b in module.named_buffers():
-        if name.endswith("running_mean"):
-            b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
-        elif name.endswith("running_var"):
-            b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
-    return module.eval()
+                               TINY_VQGAN, randomize_, tame_outputs_, tiny_text_model)
 
 
 def reference_models(seed: int = 0):
@@ -47,6 +27,7 @@ class StubTokenizer:
     """Character-level stand-in for the CLIP tokenizer, enough to drive diffusers' pipelines offline."""
 
     model_max_length = 77
+    VOCAB_SIZE = 1000  # ids 0-2 are special, characters map to 3..902
 
     def __call__(self, text, padding=None, max_length=None, truncation=None, return_tensors=None):
         from types import SimpleNamespace
@@ -62,11 +43,8 @@ class StubTokenizer:
 
 
 def tiny_clip(width: int, seed: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=width, intermediate_size=37,
-                            num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, layer_norm_eps=1e-5)
-    return CLIPTextModel(config).eval()
+    """A tiny CLIP text model whose vocabulary covers every id StubTokenizer gives."""
+    return tiny_text_model(width, seed, vocab_size=StubTokenizer.VOCAB_SIZE)
 
 
 @torch.no_grad()

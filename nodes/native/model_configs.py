@@ -5,8 +5,8 @@ what ComfyUI's sampler, LoRA and merge code read from ``model.model_config``.
 """
 
 import comfy.supported_models_base
-import torch
 
+from ...core import SUPPORTED_DTYPES
 from . import latent_formats
 
 
@@ -31,13 +31,12 @@ class _WuerstchenConfig(comfy.supported_models_base.BASE):
 class WuerstchenPriorConfig(_WuerstchenConfig):
     stage = "prior"
     latent_format = latent_formats.WuerstchenStageC
-    # Not fp16: the prior divides by |1 − b| and Stable Cascade's stage C overflows in fp16 too.
-    supported_inference_dtypes = [torch.bfloat16, torch.float32]
+    supported_inference_dtypes = list(SUPPORTED_DTYPES["prior"])  # never fp16: the prior can overflow there
     memory_usage_factor = 2.0
 
 
 class WuerstchenDecoderConfig(_WuerstchenConfig):
     stage = "decoder"
     latent_format = latent_formats.WuerstchenStageB
-    supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
+    supported_inference_dtypes = list(SUPPORTED_DTYPES["decoder"])
     memory_usage_factor = 1.0

@@ -21,8 +21,8 @@ def ratio_grid(steps: int, schedule: str, denoise: float = 1.0) -> torch.Tensor:
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "reference":
-        return timestep_grid(timesteps=stage_c_timesteps(steps), strength=denoise)
-    return timestep_grid(steps=steps, strength=denoise)
+        return timestep_grid(timesteps=stage_c_timesteps(steps), denoise=denoise)
+    return timestep_grid(steps=steps, denoise=denoise)
 
 
 def reference_sigmas(steps: int, schedule: str, denoise: float = 1.0) -> torch.Tensor:

@@ -6,7 +6,8 @@ graph (parameters are graph inputs) and the warm-up covers a handful of graphs i
 
 import torch
 
-from .blocks import AttnBlock, ResBlock, ResBlockStageB, TimestepBlock
+from ..models.blocks import AttnBlock, ResBlock, TimestepBlock
+from ..models.decoder import ResBlockStageB
 
 COMPILED_BLOCKS = (ResBlock, ResBlockStageB, AttnBlock, TimestepBlock)
 

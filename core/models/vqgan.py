@@ -2,18 +2,12 @@
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .blocks import cast_like, gelu_, reuses_buffers
+from .blocks import cast_like, channel_layer_norm, gelu_, reuses_buffers
 from .pixel_chunks import map_pixels
 
 # Stage B latents live in VQ-encoder space divided by this factor.
 VQ_SCALE_FACTOR = 0.3764
-
-
-def _channel_layer_norm(x: torch.Tensor) -> torch.Tensor:
-    x = x.permute(0, 2, 3, 1)
-    return F.layer_norm(x, (x.shape[-1],), eps=1e-6).permute(0, 3, 1, 2)
 
 
 class MixingResidualBlock(nn.Module):
@@ -32,8 +26,8 @@ class MixingResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = cast_like(self.gammas, x)
-        x = _addcmul_into(x, self.depthwise(_addcmul_into(g[1], _channel_layer_norm(x), 1 + g[0])), g[2])
-        h = _addcmul_into(g[4], _channel_layer_norm(x), 1 + g[3]).permute(0, 2, 3, 1)
+        x = _addcmul_into(x, self.depthwise(_addcmul_into(g[1], channel_layer_norm(x), 1 + g[0])), g[2])
+        h = _addcmul_into(g[4], channel_layer_norm(x), 1 + g[3]).permute(0, 2, 3, 1)
         h = map_pixels(self._channelwise, h, self.channelwise[0].out_features).permute(0, 3, 1, 2)
         return _addcmul_into(x, h, g[5])
 

@@ -29,20 +29,20 @@ class StageCPrior(nn.Module):
             self.blocks.append(AttnBlock(c, c, nhead, dropout=dropout, **make))
         self.out = nn.Sequential(LayerNorm2d(), operations.Conv2d(c, c_in * 2, kernel_size=1, dtype=dtype, device=device))
 
-    def cache_conditioning(self, c: torch.Tensor) -> ConditioningCache:
-        """What ``forward`` needs of the text states ``c``, computed once for all steps of a run."""
-        return cache_conditioning(self, self.cond_mapper(c))
+    def cache_conditioning(self, text: torch.Tensor) -> ConditioningCache:
+        """What ``forward`` needs of the text states, computed once for all steps of a run."""
+        return cache_conditioning(self, self.cond_mapper(text))
 
-    def forward(self, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor | ConditioningCache) -> torch.Tensor:
-        """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``c`` (B, 77, c_cond)
-        or their ``cache_conditioning``.
+    def forward(self, x: torch.Tensor, r: torch.Tensor, text: torch.Tensor | ConditioningCache) -> torch.Tensor:
+        """Predicted noise for latent ``x`` at noise ratio ``r`` (B,) given CLIP-bigG states ``text``
+        (B, 77, c_cond) or their ``cache_conditioning``.
 
-        Under classifier-free guidance ``c`` may hold k·B rows ([cond; uncond]) for B shared latents: the blocks
+        Under classifier-free guidance ``text`` may hold k·B rows ([cond; uncond]) for B shared latents: the blocks
         before the first attention then run once instead of k times, and the output has k·B rows.
         """
         x_in = x
         x = self.projection(x.contiguous(memory_format=torch.channels_last))
-        conditioning = c if isinstance(c, ConditioningCache) else self.cache_conditioning(c)
+        conditioning = text if isinstance(text, ConditioningCache) else self.cache_conditioning(text)
         r_embed = timestep_embedding(r, self.c_r)
         for block in self.blocks:
             x = run_block(block, x, r_embed, conditioning)

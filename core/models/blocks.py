@@ -58,17 +58,33 @@ def add_residual(out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     return out.add_(residual) if reuses_buffers() else out + residual
 
 
+def layer_weight_bias(layer: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of a Linear or Conv for use on ``like``, for code that does its own maths with them.
+
+    A layer whose operations namespace gives it a ``cast_weight_bias(like)`` method (the ComfyUI bridge does) is
+    read through it, so weight patches such as LoRA and weights streamed in for low-VRAM runs are seen as the
+    layer's own forward would see them; otherwise the stored tensors are cast to ``like``'s dtype and device.
+    """
+    cast = getattr(layer, "cast_weight_bias", None)
+    if cast is not None:
+        return cast(like)
+    return cast_like(layer.weight, like), None if layer.bias is None else cast_like(layer.bias, like)
+
+
+def channel_layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over the channels of NCHW ``x``, no affine (Würstchen uses eps 1e-6 everywhere)."""
+    return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), eps=eps).permute(0, 3, 1, 2)
+
+
 class LayerNorm2d(nn.Module):
-    """Channel LayerNorm on NCHW tensors, no affine (Würstchen uses eps 1e-6 everywhere); it has no keys."""
+    """``channel_layer_norm`` as a module (it has no keys)."""
 
     def __init__(self, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, (x.shape[-1],), eps=self.eps)
-        return x.permute(0, 3, 1, 2)
+        return channel_layer_norm(x, self.eps)
 
 
 def timestep_embedding(r: torch.Tensor, c_r: int, max_positions: int = 10000) -> torch.Tensor:
@@ -120,7 +136,7 @@ def run_channelwise(mlp: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
     return mlp[4](mlp[3](h))
 
 
-def _channelwise_mlp(c_in: int, c: int, dropout: float, dtype, device, operations) -> nn.Sequential:
+def channelwise_mlp(c_in: int, c: int, dropout: float, dtype, device, operations) -> nn.Sequential:
     return nn.Sequential(
         operations.Linear(c_in, c * 4, dtype=dtype, device=device),
         nn.GELU(),
@@ -139,7 +155,7 @@ class ResBlock(nn.Module):
         self.depthwise = operations.Conv2d(c + c_skip, c, kernel_size=kernel_size, padding=kernel_size // 2,
                                            groups=c, dtype=dtype, device=device)
         self.norm = LayerNorm2d()
-        self.channelwise = _channelwise_mlp(c, c, dropout, dtype, device, operations)
+        self.channelwise = channelwise_mlp(c, c, dropout, dtype, device, operations)
 
     def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None) -> torch.Tensor:
         x_res = x
@@ -147,65 +163,6 @@ class ResBlock(nn.Module):
             x = torch.cat([x, x_skip], dim=1)
         x = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
         return add_residual(run_channelwise(self.channelwise, self.channelwise[0](x)).permute(0, 3, 1, 2), x_res)
-
-
-class ResBlockStageB(nn.Module):
-    """Decoder ResBlock: the skips join after the norm, at the first Linear, in the order [x, level skip, effnet]."""
-
-    def __init__(self, c: int, c_skip: int = 0, kernel_size: int = 3, dropout: float = 0.0,
-                 *, dtype=None, device=None, operations=nn):
-        super().__init__()
-        self.depthwise = operations.Conv2d(c, c, kernel_size=kernel_size, padding=kernel_size // 2,
-                                           groups=c, dtype=dtype, device=device)
-        self.norm = LayerNorm2d()
-        self.channelwise = _channelwise_mlp(c + c_skip, c, dropout, dtype, device, operations)
-
-    def forward(self, x: torch.Tensor, x_skip: torch.Tensor | None = None,
-                effnet: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``effnet`` is this block's (pixels, folded weight, folded bias) from an ``EffnetCache``."""
-        x_res = x
-        h = self.norm(self.depthwise(x)).permute(0, 2, 3, 1)
-        if x_skip is not None:  # joined channels-last, so that the Linear reads contiguous rows
-            h = torch.cat([h, x_skip.permute(0, 2, 3, 1)], dim=-1)
-        if effnet is None:
-            h = self.channelwise[0](h)
-        else:
-            pixels, folded_weight, folded_bias = effnet
-            weight = cast_like(self.channelwise[0].weight, h)
-            h = F.linear(h, weight[:, :h.shape[-1]], folded_bias)
-            h.view(-1, h.shape[-1]).addmm_(pixels.view(-1, pixels.shape[-1]), folded_weight.t())
-        h = run_channelwise(self.channelwise, h)
-        return add_residual(h.permute(0, 3, 1, 2), x_res)
-
-
-class EffnetCache:
-    """The decoder's effnet skips for one sampling run, kept at their 16 input channels.
-
-    The reference resizes the effnet to each level, maps it to c_cond (1024) channels with a 1×1 conv and
-    concatenates that to every C block's first Linear. Both maps are linear per pixel, so the conv folds into the
-    Linear's effnet columns: W_e·(M·e + b_M) = (W_e·M)·e + W_e·b_M, a (4c × 16) matmul per pixel instead of a
-    (4c × 1024) one. The effnet is the same at every step, so resizing and folding happen once per run.
-    """
-
-    def __init__(self, effnet: torch.Tensor):
-        self.effnet = effnet
-        self._pixels, self._folded = {}, {}
-
-    def for_block(self, block: "ResBlockStageB", mapper: nn.Module, size) -> tuple:
-        size = tuple(size)
-        if size not in self._pixels:  # the bicubic-antialias resampling runs in fp32 on purpose, as in the reference
-            resized = F.interpolate(self.effnet.float(), size=size, mode="bicubic", antialias=True, align_corners=True)
-            self._pixels[size] = resized.to(self.effnet.dtype).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 16)
-        if block not in self._folded:
-            self._folded[block] = self._fold(block.channelwise[0], mapper, self.effnet)
-        return (self._pixels[size], *self._folded[block])
-
-    @staticmethod
-    def _fold(linear: nn.Module, mapper: nn.Module, like: torch.Tensor):
-        weight, bias = cast_like(linear.weight, like), cast_like(linear.bias, like)
-        map_weight, map_bias = cast_like(mapper.weight, like).flatten(1), cast_like(mapper.bias, like)
-        effnet_weight = weight[:, weight.shape[1] - map_weight.shape[0]:]
-        return effnet_weight @ map_weight, torch.addmv(bias, effnet_weight, map_bias)
 
 
 class Attention(nn.Module):

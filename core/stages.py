@@ -1,0 +1,55 @@
+"""Facts about each stage that the samplers, the nodes and ComfyUI's model management share.
+
+Sizes: a W×H image has a ⌈H/42.67⌉×⌈W/42.67⌉ Stage C latent and a ⌊h·10.67⌋×⌊w·10.67⌋ Stage B latent (h×w the
+Stage C size); Stage A maps Stage B latents 4× up to pixels.
+"""
+
+import math
+from typing import Sequence
+
+import torch
+
+RESOLUTION_MULTIPLE = 42.67   # image pixels per Stage C latent pixel
+LATENT_DIM_SCALE = 10.67      # Stage B latent pixels per Stage C latent pixel
+LATENT_MEAN, LATENT_STD = 42.0, 1.0  # the prior works in (effnet + 1) / 42 space
+
+# Only multiples of 128 round-trip through the 42.67× / 10.67× latent resizes exactly.
+IMAGE_SIZE_STEP, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 128, 256, 4096
+
+DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Compute dtypes each stage may run in, best first when memory is short. Not fp16 for the prior: Stable Cascade's
+# stage C gives NaNs in fp16, and this prior divides by |1 - b|.
+SUPPORTED_DTYPES = {
+    "prior": (torch.bfloat16, torch.float32),
+    "decoder": (torch.bfloat16, torch.float16, torch.float32),
+    "vqgan": (torch.bfloat16, torch.float32),
+}
+
+# Rough activation bytes, for ComfyUI's memory planning (fp16/bf16, guidance included).
+_PRIOR_BYTES_PER_LATENT_PIXEL = 200_000       # per Stage C latent pixel and image
+_DECODER_BYTES_PER_LATENT_PIXEL = 12_000      # per Stage B latent pixel and image
+_VQ_DECODE_BYTES_PER_LATENT_PIXEL = 4 * 768 * 3 * 4  # largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32
+
+
+def stage_c_size(height: int, width: int) -> tuple[int, int]:
+    return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
+
+
+def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
+    return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
+
+
+def prior_memory_bytes(images: int, width: int, height: int) -> int:
+    """Activation memory of one prior step for ``images`` images of width × height pixels."""
+    return images * math.prod(stage_c_size(height, width)) * _PRIOR_BYTES_PER_LATENT_PIXEL
+
+
+def decoder_memory_bytes(images: int, stage_c_hw: Sequence[int]) -> int:
+    """Activation memory of one decoder step for ``images`` Stage C latents of size ``stage_c_hw``."""
+    return images * math.prod(stage_b_size(stage_c_hw)) * _DECODER_BYTES_PER_LATENT_PIXEL
+
+
+def vq_decode_memory_bytes(stage_b_hw: Sequence[int]) -> int:
+    """Activation memory of decoding one Stage B latent of size ``stage_b_hw`` to pixels."""
+    return math.prod(stage_b_hw) * _VQ_DECODE_BYTES_PER_LATENT_PIXEL
