@@ -25,12 +25,10 @@ FORMS = {
 @pytest.fixture(scope="module")
 def env():
     pack = comfyui()
-    import comfy.ops
-
     from core import StageCPrior
     from tiny import TINY_PRIOR, randomize_
     reference = randomize_(StageCPrior(**TINY_PRIOR), 3)
-    network = StageCPrior(**TINY_PRIOR, operations=comfy.ops.disable_weight_init)
+    network = StageCPrior(**TINY_PRIOR, operations=layer_operations(pack))
     network.load_state_dict(reference.state_dict())
     cpu = torch.device("cpu")
     model = native_module(pack, "loading").wrap_network("prior", network.eval(), cpu, cpu, torch.float32, torch.float32)
@@ -43,6 +41,11 @@ def env():
     inputs = (torch.randn(2, 16, 4, 6, generator=generator), torch.tensor([0.7, 0.3]),
               torch.randn(2, 77, TINY_PRIOR["c_cond"], generator=generator))
     return dict(pack=pack, model=model, reference=reference, factors=factors, inputs=inputs)
+
+
+def layer_operations(pack):
+    """The layer classes the pack's loaders build with inside ComfyUI (fp32 on the CPU)."""
+    return pack.nodes.comfy_bridge.placement("prior", "fp32")[4]
 
 
 def lora_file(form: str, factors: dict) -> dict:
@@ -105,14 +108,15 @@ def test_lora_that_matches_nothing_is_an_error(env):
 
 @torch.no_grad()
 @pytest.mark.parametrize("prefix", ["decoder.", "lora_decoder_unet_"])
-def test_decoder_loras_in_the_same_families(env, prefix):
-    import comfy.ops
+@pytest.mark.parametrize("streaming", [False, True])
+def test_decoder_loras_in_the_same_families(env, prefix, streaming):
+    """Also on the ResBlocks' first Linear, whose effnet columns the decoder folds once per run."""
     import comfy.sd
 
     from core import StageBDecoder
     from tiny import TINY_DECODER, randomize_
     reference = randomize_(StageBDecoder(**TINY_DECODER), 4)
-    network = StageBDecoder(**TINY_DECODER, operations=comfy.ops.disable_weight_init)
+    network = StageBDecoder(**TINY_DECODER, operations=layer_operations(env["pack"]))
     network.load_state_dict(reference.state_dict())
     cpu = torch.device("cpu")
     model = native_module(env["pack"], "loading").wrap_network("decoder", network.eval(), cpu, cpu, torch.float32,
@@ -120,7 +124,7 @@ def test_decoder_loras_in_the_same_families(env, prefix):
     generator, lora, expected = torch.Generator().manual_seed(6), {}, copy.deepcopy(reference)
     weights = expected.state_dict()
     for name, weight in reference.state_dict().items():
-        if name.endswith(".attention.to_v.weight"):
+        if name.endswith((".attention.to_v.weight", ".channelwise.0.weight")):
             module = name[:-len(".weight")]
             down, up = torch.randn(RANK, weight.shape[1], generator=generator), torch.randn(weight.shape[0], RANK,
                                                                                            generator=generator)
@@ -134,7 +138,11 @@ def test_decoder_loras_in_the_same_families(env, prefix):
               torch.randn(1, 16, 3, 3, generator=generator), torch.randn(1, 77, TINY_DECODER["clip_embd"],
                                                                          generator=generator))
     patched = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0]
-    patched.patch_model()
+    if streaming:
+        patched.load(torch.device("cpu"), lowvram_model_memory=1)
+        assert patched.model.model_lowvram
+    else:
+        patched.patch_model()
     try:
         got = patched.model.diffusion_model(*inputs)
     finally:
