@@ -160,3 +160,24 @@ def test_text_keys_and_values_are_computed_once_per_run(env, monkeypatch):
     assert calls == [(2, 77, 48)]  # cond and uncond batched in one call, the latents shared, once for 4 steps
     second = custom_advanced(env, env["prior"], env["prior_text"], stage_c, 4.0, 4, "linear")["samples"]
     assert len(calls) == 2 and torch.equal(first, second)  # a new run computes them afresh
+
+
+@torch.no_grad()
+def test_torch_compile_model_wrapper_runs_the_prior(env):
+    """TorchCompileModel's mechanism (comfy_api's set_torch_compile_wrapper) on the prior MODEL; dynamo traces the
+    network with the eager backend here, so the test needs no C++ compiler (the node itself offers inductor)."""
+    import torch._dynamo
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from nodes import KSampler
+    stage_c, _ = node(env, "WuerstchenEmptyLatent").make(WIDTH, HEIGHT, 1)
+    args = (SEED, 3, 4.0, "euler", "simple", *env["prior_text"], stage_c)
+    (expected,) = KSampler().sample(env["prior"], *args)
+    compiled = env["prior"].clone()
+    set_torch_compile_wrapper(model=compiled, backend="eager")
+    torch._dynamo.utils.counters.clear()
+    try:
+        (got,) = KSampler().sample(compiled, *args)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # dynamo traced the network
+    finally:
+        torch._dynamo.reset()
+    assert (got["samples"] - expected["samples"]).abs().max() <= 1e-5 * expected["samples"].abs().max()
