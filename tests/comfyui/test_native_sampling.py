@@ -181,3 +181,15 @@ def test_torch_compile_model_wrapper_runs_the_prior(env):
     finally:
         torch._dynamo.reset()
     assert (got["samples"] - expected["samples"]).abs().max() <= 1e-5 * expected["samples"].abs().max()
+
+
+@pytest.mark.parametrize("stage,channels", [("prior", 16), ("decoder", 4)])
+def test_comfyui_step_previews_through_the_latent_format(env, monkeypatch, stage, channels):
+    import latent_preview
+    from comfy.cli_args import LatentPreviewMethod, args
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    previewer = latent_preview.get_previewer(torch.device("cpu"), env[stage].model.latent_format)
+    x0 = torch.randn(1, channels, 12, 16, generator=torch.Generator().manual_seed(0)) * 0.05
+    _, image, _ = previewer.decode_latent_to_preview_image("JPEG", x0)
+    assert image.size == (16, 12)
+    assert len(set(image.getdata())) > 1  # not one flat colour
