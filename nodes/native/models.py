@@ -85,7 +85,8 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         channels = self.diffusion_model.c_in
         if x.dim() != 4 or x.shape[1] != channels:
             raise ValueError(f"latent_image: the Würstchen {self.STAGE} samples {channels}-channel "
-                             f"{self.LATENT_NAME}s, got a latent of shape {tuple(x.shape)}; start from Würstchen Empty Latent")
+                             f"{self.LATENT_NAME}s, got a latent of shape {tuple(x.shape)}; start from Würstchen "
+                             f"Empty Latent")
         self._check_sides(x)
 
     def _check_sides(self, x: torch.Tensor) -> None:
