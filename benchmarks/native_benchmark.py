@@ -91,10 +91,10 @@ def main(argv=None):
     def pack_path():
         g = torch.Generator().manual_seed(seed)
         emb = sample_prior(prior, prior_text, prior_neg, width=args.size, height=args.size, cfg=4.0, generator=g,
-                           timesteps=DEFAULT_STAGE_C_TIMESTEPS, dtype=dtype, device=device)
+                           timesteps=DEFAULT_STAGE_C_TIMESTEPS, compute_dtype=dtype, device=device)
         g = torch.Generator().manual_seed(seed)
         return emb, lambda: sample_decoder(decoder, emb, decoder_text, steps=args.decoder_steps, cfg=0.0,
-                                           generator=g, dtype=dtype, device=device)
+                                           generator=g, compute_dtype=dtype, device=device)
 
     def custom(model, positive, negative, cfg, sigmas, latent):
         guider = comfy.samplers.CFGGuider(model)
