@@ -5,9 +5,11 @@ Nothing here imports ComfyUI or diffusers. See docs/architecture.md for the laye
 """
 
 from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify_component, infer_config,
-                          load_decoder, load_prior, load_vqgan, read_state_dict)
-from .models import VQ_SCALE_FACTOR, PaellaVQ, StageBDecoder, StageCPrior
-from .models import pixel_chunks
+                          load_decoder, load_effnet_encoder, load_prior, load_vqgan, read_effnet_state_dict,
+                          read_state_dict)
+from .image_encoding import effnet_input_size, effnet_pixels, encode_image
+from .image_prep import resize_and_crop, to_rgb
+from .models import VQ_SCALE_FACTOR, EfficientNetEncoder, PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks
 from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,
                        vq_encode)
 from .scheduler import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid

@@ -24,6 +24,7 @@ SUPPORTED_DTYPES = {
     "prior": (torch.bfloat16, torch.float32),
     "decoder": (torch.bfloat16, torch.float16, torch.float32),
     "vqgan": (torch.bfloat16, torch.float32),
+    "text_encoder": (torch.float16, torch.bfloat16, torch.float32),  # transformers' CLIP computes in its storage dtype
 }
 
 # Rough activation bytes, for ComfyUI's memory planning (fp16/bf16, guidance included).

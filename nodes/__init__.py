@@ -1,6 +1,7 @@
 """The pack's V1 node classes. IDs, input names and input order are a public API: saved workflows depend on them."""
 
 from .comfy_bridge import register_model_folder
+from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
 from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
                            WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
@@ -22,6 +23,8 @@ NODE_DISPLAY_NAMES = {
     WuerstchenVQDecode: "Würstchen VQ Decode (Stage A)",
     WuerstchenVQEncode: "Würstchen VQ Encode (Stage A)",
     WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
+    WuerstchenEfficientNetLoader: "Würstchen EfficientNet Loader",
+    WuerstchenEfficientNetEncode: "Würstchen Image Encode (Stage C)",
     WuerstchenPriorModelLoader: "Würstchen Prior Model Loader (Stage C, MODEL)",
     WuerstchenDecoderModelLoader: "Würstchen Decoder Model Loader (Stage B, MODEL)",
     WuerstchenPriorCheckpointLoader: "Würstchen Prior Checkpoint Loader",

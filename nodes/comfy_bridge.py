@@ -126,7 +126,7 @@ def placement(kind: str, weight_dtype: str):
     mm = model_management
     if kind == "text_encoder":
         load, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
-        auto = mm.text_encoder_dtype(load)
+        auto = _text_encoder_dtype(load)
     elif kind == "vqgan":
         load, offload = mm.vae_device(), mm.vae_offload_device()
         auto = _vae_dtype(load)
@@ -138,6 +138,18 @@ def placement(kind: str, weight_dtype: str):
         return load, offload, storage, storage, torch.nn
     compute = (mm.unet_manual_cast(storage, load) if kind != "vqgan" else None) or storage
     return load, offload, storage, compute, _layer_operations(storage, compute)
+
+
+def _text_encoder_dtype(device) -> torch.dtype:
+    """ComfyUI's text-encoder dtype, except where transformers' layers cannot compute in it: they run in their
+    storage dtype, so the CPU (slow, lossy fp16 matmuls) gets fp32 unless a flag asks for less, and fp8 gets fp16."""
+    dtype = model_management.text_encoder_dtype(device)
+    if dtype not in SUPPORTED_DTYPES["text_encoder"]:
+        return torch.float16
+    from comfy.cli_args import args
+    if model_management.is_device_cpu(device) and not (args.fp16_text_enc or args.bf16_text_enc):
+        return torch.float32
+    return dtype
 
 
 # ComfyUI's API grew during 2024; these pick the newest form the running ComfyUI has.

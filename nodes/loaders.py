@@ -12,8 +12,8 @@ AUTO_DTYPES = {
     "prior": "bf16 on GPUs that support it, else fp32; never fp16 (this prior can overflow in fp16); fp32 on CPU",
     "decoder": "bf16 on GPUs that support it, else fp16 where the GPU supports that, else fp32; fp32 on CPU",
     "vqgan": "bf16 on GPUs that support it, else fp32 (ComfyUI's VAE rule); fp32 on CPU",
-    "text_encoder": "fp16 on every device, CPU included (ComfyUI's text-encoder rule; --fp32-text-enc or "
-                    "--bf16-text-enc change it)",
+    "text_encoder": "fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on CPU (the encoder computes in its "
+                    "storage dtype); --fp16-text-enc, --bf16-text-enc or --fp32-text-enc change it",
 }
 
 

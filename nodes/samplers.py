@@ -7,6 +7,7 @@ from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image
                     stage_c_timesteps)
 from . import native
 from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
+from .images import check_decoder_start_size, check_prior_start_size
 from .preview import latent_preview
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
@@ -76,7 +77,8 @@ class WuerstchenPriorSampler:
                                        "tooltip": "Images per prompt."}),
             },
             "optional": {
-                "latent": ("LATENT", {"tooltip": "Optional Stage C latent to start from (image variation)."}),
+                "latent": ("LATENT", {"tooltip": "Optional Stage C latent to start from, e.g. from Würstchen Image "
+                                                 "Encode with denoise < 1 (image variation)."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
                 "compile": COMPILE,
@@ -93,6 +95,8 @@ class WuerstchenPriorSampler:
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative")
         init = latent_samples(latent, "C", "latent") if latent is not None else None
+        if init is not None:
+            check_prior_start_size(init, width, height, "latent")
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
         images = cond.shape[0] * batch_size
         model, dtype, device = _resident(prior, "prior", prior_memory_bytes(images, width, height))
@@ -146,6 +150,8 @@ class WuerstchenDecoderSampler:
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative") if negative is not None else None
         init = latent_samples(latent, "B", "latent") if latent is not None else None
+        if init is not None:
+            check_decoder_start_size(init, embeddings, "latent")
         memory = decoder_memory_bytes(embeddings.shape[0], embeddings.shape[-2:])
         model, dtype, device = _resident(decoder, "decoder", memory)
         if compile:

@@ -2,8 +2,9 @@
 
 import torch
 
-from ..core import vq_decode, vq_decode_memory_bytes, vq_encode
+from ..core import resize_and_crop, vq_decode, vq_decode_memory_bytes, vq_encode
 from .comfy_bridge import activate, check_interrupted, intermediate_device
+from .images import image_pixels, size_errors
 from .wiring import VQGAN, latent_samples, make_latent
 
 
@@ -34,7 +35,8 @@ class WuerstchenVQDecode:
 
 class WuerstchenVQEncode:
     DESCRIPTION = ("Encodes an image to a Würstchen Stage B latent, e.g. to start the decoder sampler from it "
-                   "(image-to-image). The image sides must match the prior's width and height.")
+                   "(image-to-image). Set width and height to the prior sampler's: any image is then resized and "
+                   "centre-cropped to that size.")
     CATEGORY = "latent/wuerstchen"
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Stage B latent of the image.",)
@@ -42,13 +44,35 @@ class WuerstchenVQEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "vqgan": (VQGAN, {"tooltip": "The VQGAN from the Würstchen VQGAN Loader."}),
-            "image": ("IMAGE", {"tooltip": "Images to encode (sides must be multiples of 4)."}),
-        }}
+        size = {"default": 0, "min": 0, "max": 4096, "step": 128}
+        return {
+            "required": {
+                "vqgan": (VQGAN, {"tooltip": "The VQGAN from the Würstchen VQGAN Loader."}),
+                "image": ("IMAGE", {"tooltip": "Images to encode: any size, grayscale, RGB or RGBA (alpha is ignored)."}),
+            },
+            "optional": {
+                "width": ("INT", dict(size, tooltip="Resize and centre-crop the image to this width: the prior "
+                                                    "sampler's width. 0 keeps the image as it is (its sides must "
+                                                    "then be the prior's).")),
+                "height": ("INT", dict(size, tooltip="Resize and centre-crop the image to this height: the prior "
+                                                     "sampler's height. 0 keeps the image as it is.")),
+            },
+        }
 
-    def encode(self, vqgan, image):
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return size_errors(allow_zero=True, width=width, height=height)
+
+    def encode(self, vqgan, image, width=0, height=0):
+        pixels = image_pixels(image, "image")
+        if (width == 0) != (height == 0):
+            raise ValueError(f"width={width} and height={height}: set both to the prior sampler's size to resize "
+                             f"the image, or both to 0 to keep it as it is")
         model = activate(vqgan, "vqgan")
-        pixels = image[..., :3].movedim(-1, 1)
+        if width:
+            pixels = resize_and_crop(pixels, (height, width))
+        elif pixels.shape[-2] % model.downscale or pixels.shape[-1] % model.downscale:
+            raise ValueError(f"image is {pixels.shape[-1]}×{pixels.shape[-2]} px; set width and height on this node "
+                             f"to the prior sampler's size to resize and centre-crop it")
         latents = vq_encode(model, pixels, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

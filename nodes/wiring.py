@@ -3,9 +3,10 @@
 import torch
 
 PRIOR, DECODER, VQGAN, TEXT_ENCODER = "WUERSTCHEN_PRIOR", "WUERSTCHEN_DECODER", "WUERSTCHEN_VQGAN", "WUERSTCHEN_TEXT_ENCODER"
+EFFNET = "WUERSTCHEN_EFFNET"
 STAGE_KEY = "wuerstchen_stage"          # in LATENT dicts: "C" (prior output) or "B" (decoder / VQ encode output)
 TEXT_WIDTH_KEY = "wuerstchen_text_width"  # in CONDITIONING extras: hidden width of the encoder that made it
-STAGE_NAMES = {"C": "Stage C latent (Würstchen prior output)", "B": "Stage B latent (Würstchen decoder / VQ encode output)"}
+STAGE_NAMES = {"C": "Stage C latent (Würstchen prior / image encode output)", "B": "Stage B latent (Würstchen decoder / VQ encode output)"}
 
 
 def make_latent(samples: torch.Tensor, stage: str) -> dict:

@@ -202,9 +202,26 @@ def image_to_image() -> list[Node]:
     nodes = {n.id: n for n in text_to_image()}
     nodes[5].inputs.update(width=512, height=512)
     nodes[13] = Node(13, "LoadImage", (760, 960), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 860), {"vqgan": (10, 0), "image": (13, 0)})
+    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 860), {"vqgan": (10, 0), "image": (13, 0), "width": 512,
+                                                             "height": 512})
     nodes[9].inputs.update(latent=(14, 0), denoise=0.6)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_img2img"
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def image_variation() -> list[Node]:
+    """The prior starts from the input image's own Stage C latent (EfficientNet) and re-draws it under the prompt;
+    denoise sets how far the variation strays from the image."""
+    prompt = "a bright yellow sun over a smooth colourful gradient, soft light, digital art"
+    nodes = {n.id: n for n in text_to_image()}
+    nodes[3].inputs["text"] = nodes[8].inputs["text"] = prompt
+    nodes[13] = Node(13, "LoadImage", (380, 960), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "WuerstchenEfficientNetLoader", (0, 1000), {"effnet_name": "model_v2_stage_b.pt",
+                                                                     "weight_dtype": "auto"})
+    nodes[15] = Node(15, "WuerstchenEfficientNetEncode", (760, 960), {"effnet": (14, 0), "image": (13, 0),
+                                                                      "width": 1024, "height": 1024})
+    nodes[5].inputs.update(latent=(15, 0), denoise=0.7)
+    nodes[12].inputs["filename_prefix"] = "wuerstchen_variation"
     return [nodes[i] for i in sorted(nodes)]
 
 
@@ -289,6 +306,7 @@ def example_input_image(path: Path, size: int = 512) -> None:
 
 
 WORKFLOWS = {"wuerstchen_text_to_image": text_to_image, "wuerstchen_image_to_image": image_to_image,
+             "wuerstchen_image_variation": image_variation,
              "wuerstchen_native_ksampler": native_ksampler, "wuerstchen_native_reference": native_reference,
              "wuerstchen_native_prior_lora": native_prior_lora}
 

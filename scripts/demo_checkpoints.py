@@ -130,8 +130,42 @@ def write_model_index(root: Path, class_name: str, components: dict) -> None:
                                                                           "s": 0.008, "scaler": 1.0}))
 
 
-def write_demo_models(out_dir, seed: int = 0) -> dict[str, Path]:
-    """Write ``wuerstchen-prior/`` and ``wuerstchen/`` pipeline folders, as huggingface-cli leaves them."""
+@torch.no_grad()
+def demo_effnet(seed: int = 0) -> torch.nn.Module:
+    """The v2 EfficientNet encoder (real architecture, needs torchvision) with random weights whose BatchNorm
+    statistics are measured on random images, so its features stay O(1) instead of vanishing, and a non-trivial
+    affine mapper BatchNorm."""
+    from core import EfficientNetEncoder, effnet_pixels
+    torch.manual_seed(seed)
+    encoder = EfficientNetEncoder().eval()  # eval: stochastic depth stays off while the statistics are measured
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average: one pass sets the statistics of that batch
+            module.train()
+    encoder(effnet_pixels(torch.rand(4, 3, 192, 192), width=256, height=256))
+    bn = encoder.mapper[1]
+    bn.weight.copy_(torch.rand(bn.weight.shape) + 0.5)
+    bn.bias.copy_(torch.randn(bn.bias.shape) * 0.3)
+    return encoder.eval()
+
+
+def write_demo_effnet(path, seed: int = 0) -> Path:
+    """A demo encoder where the real one lives: ``effnet_state_dict`` of a ``.pt`` (model_v2_stage_b.pt keeps the
+    Stage B weights beside it), or the bare tensors of a ``.safetensors`` file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {key: tensor.contiguous() for key, tensor in demo_effnet(seed).state_dict().items()}
+    if path.suffix == ".safetensors":
+        save_file(state_dict, path)
+    else:
+        torch.save({"state_dict": {"clf.1.weight": torch.zeros(2, 2)}, "effnet_state_dict": state_dict, "iter": 1}, path)
+    return path
+
+
+def write_demo_models(out_dir, seed: int = 0, effnet: bool = False) -> dict[str, Path]:
+    """Write ``wuerstchen-prior/`` and ``wuerstchen/`` pipeline folders, as huggingface-cli leaves them, and with
+    ``effnet`` a ``model_v2_stage_b.pt`` holding a demo EfficientNet encoder (needs torchvision)."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     prior, decoder, vqgan = StageCPrior(**TINY_PRIOR), StageBDecoder(**TINY_DECODER), PaellaVQ(**TINY_VQGAN)
@@ -148,7 +182,10 @@ def write_demo_models(out_dir, seed: int = 0) -> dict[str, Path]:
     write_text_encoder(decoder_root, DECODER_TEXT_WIDTH, seed + 2)
     write_model_index(decoder_root, "WuerstchenDecoderPipeline", {"decoder": ["wuerstchen", "WuerstchenDiffNeXt"],
                                                                   "vqgan": ["wuerstchen", "PaellaVQModel"]})
-    return {"prior": prior_root, "decoder": decoder_root}
+    paths = {"prior": prior_root, "decoder": decoder_root}
+    if effnet:
+        paths["effnet"] = write_demo_effnet(out_dir / "model_v2_stage_b.pt", seed + 3)
+    return paths
 
 
 if __name__ == "__main__":

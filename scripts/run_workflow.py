@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as demo_dir:
         if args.demo:
             from demo_checkpoints import write_demo_models
-            write_demo_models(demo_dir)
+            needs_effnet = any(node["class_type"] == "WuerstchenEfficientNetLoader" for node in prompt.values())
+            write_demo_models(demo_dir, effnet=needs_effnet)  # the demo encoder needs torchvision
             os.environ["WUERSTCHEN_MODEL_DIRS"] = demo_dir
             print("demo mode: tiny random-weight models, so the images are noise", flush=True)
         saved = run_workflow(prompt, args.output)

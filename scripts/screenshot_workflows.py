@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES = ROOT / "example_workflows"
-WORKFLOWS = ("wuerstchen_text_to_image", "wuerstchen_image_to_image")
+WORKFLOWS = ("wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation")
 VIEWPORT = {"width": 1600, "height": 900}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Written to BASE/user/default/comfy.settings.json before the page opens: no first-run template dialog, and no
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
                         help="ComfyUI's interpreter ($COMFYUI_PYTHON; default: this one)")
     parser.add_argument("--chromium", help="Chromium binary (default: $CHROMIUM or chromium on PATH)")
     parser.add_argument("--output", type=Path, default=EXAMPLES, help="folder for the .jpg files")
-    parser.add_argument("names", nargs="*", default=list(WORKFLOWS), help="workflows (default: both examples)")
+    parser.add_argument("names", nargs="*", default=list(WORKFLOWS), help="workflows (default: every example)")
     args = parser.parse_args(argv)
     if not args.comfyui:
         parser.error("--comfyui (or $COMFYUI_DIR) is required")

@@ -10,10 +10,14 @@ BOTH_STAGES_ENCODE = "WuerstchenTextEncodeBothStages"
 TEXT_ENCODER_LOADER = "WuerstchenTextEncoderLoader"
 # Each loader's model input, and the command-line option that sets it (a text encoder loader's depends on its stage).
 LOADER_INPUTS = {"WuerstchenPriorLoader": "prior_name", "WuerstchenDecoderLoader": "decoder_name",
-                 "WuerstchenVQGANLoader": "vqgan_name", TEXT_ENCODER_LOADER: "clip_name"}
+                 "WuerstchenVQGANLoader": "vqgan_name", TEXT_ENCODER_LOADER: "clip_name",
+                 "WuerstchenEfficientNetLoader": "effnet_name"}
 MODEL_OPTIONS = {"WuerstchenPriorLoader": "prior", "WuerstchenDecoderLoader": "decoder",
-                 "WuerstchenVQGANLoader": "vqgan", ("text_encoder", "prior"): "prior_text_encoder",
+                 "WuerstchenVQGANLoader": "vqgan", "WuerstchenEfficientNetLoader": "effnet",
+                 ("text_encoder", "prior"): "prior_text_encoder",
                  ("text_encoder", "decoder"): "decoder_text_encoder"}
+# Nodes that size an input image to the prior's width × height; they follow --width/--height.
+IMAGE_ENCODERS = {"WuerstchenVQEncode", "WuerstchenEfficientNetEncode"}
 
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +25,9 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", help="text of every Würstchen Text Encode node wired to a sampler's positive input")
     parser.add_argument("--negative", help="text of every Würstchen Text Encode node wired to a negative input")
     parser.add_argument("--seed", type=int, help="seed of both samplers")
-    parser.add_argument("--width", type=int, help="prior sampler width (multiple of 128)")
-    parser.add_argument("--height", type=int, help="prior sampler height (multiple of 128)")
+    parser.add_argument("--width", type=int, help="prior sampler width (multiple of 128), also set on the image "
+                                                  "encode nodes that resize an input image")
+    parser.add_argument("--height", type=int, help="prior sampler height (multiple of 128), likewise")
     parser.add_argument("--batch-size", type=int, help="prior sampler images per prompt")
     parser.add_argument("--image", help="image file for every LoadImage node (image-to-image workflows)")
     models = parser.add_argument_group(
@@ -35,6 +40,8 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the text encoder loader that feeds the prior (template: wuerstchen-prior)")
     models.add_argument("--decoder-text-encoder", metavar="NAME",
                         help="the text encoder loader that feeds the decoder (template: wuerstchen)")
+    models.add_argument("--effnet", metavar="NAME",
+                        help="EfficientNet Loader's file (image variation template: model_v2_stage_b.pt)")
 
 
 def load_workflow(path: Path) -> dict:
@@ -106,6 +113,10 @@ def apply_overrides(prompt: dict, args: argparse.Namespace) -> dict:
             inputs["seed"] = args.seed
         if node["class_type"] == "WuerstchenPriorSampler":
             for key in ("width", "height", "batch_size"):
+                if getattr(args, key) is not None:
+                    inputs[key] = getattr(args, key)
+        if node["class_type"] in IMAGE_ENCODERS and inputs.get("width"):  # 0 = keep the image's size
+            for key in ("width", "height"):
                 if getattr(args, key) is not None:
                     inputs[key] = getattr(args, key)
         if node["class_type"] == "LoadImage" and args.image is not None:

@@ -12,6 +12,7 @@ from pack import EXAMPLES, NODES, run_workflow, write_demo_models
 EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
                 "WuerstchenTextEncoderLoader", "WuerstchenTextEncode", "WuerstchenPriorSampler",
                 "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode", "WuerstchenTextEncodeBothStages"}
+EXPECTED_IDS |= {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"}  # issue 12: image → Stage C
 # The native path (stages as ComfyUI MODELs); their functions need ComfyUI, their contract does not.
 NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
               "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
@@ -114,8 +115,9 @@ def widgets_by_input(cls, values):
 
 
 # The native examples use ComfyUI's own nodes too; tests/comfyui/test_native_examples.py runs them.
-@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_native_ksampler",
-                                  "wuerstchen_native_reference", "wuerstchen_native_prior_lora"])
+@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation",
+                                  "wuerstchen_native_ksampler", "wuerstchen_native_reference",
+                                  "wuerstchen_native_prior_lora"])
 def test_ui_workflows_line_up_with_inputs(name, model_dirs):
     ui = json.loads((EXAMPLES / f"{name}.json").read_text())
     api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())

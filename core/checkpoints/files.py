@@ -92,10 +92,11 @@ def display_name(component: Component, weights_file: Path) -> str:
 # ---------------------------------------------------------------- reading state dicts
 
 
-def read_state_dict(file) -> dict[str, torch.Tensor]:
+def read_state_dict(file, nested_key: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors/.sft, .pt/.pth/.ckpt/.bin or sharded ``*.index.json`` file, on the CPU.
 
-    Training checkpoints that wrap their weights (``{"ema_state_dict": {...}, "optimizer": ...}``) are unwrapped.
+    Training checkpoints that wrap their weights (``{"ema_state_dict": {...}, "optimizer": ...}``) are unwrapped;
+    ``nested_key`` picks one of several wrapped state dicts (e.g. ``effnet_state_dict``) when the file has it.
     """
     file = Path(file).expanduser()
     if not file.is_file():
@@ -106,7 +107,7 @@ def read_state_dict(file) -> dict[str, torch.Tensor]:
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors(file)
     if suffix in PICKLE_SUFFIXES:
-        return _unwrap_state_dict(_read_pickle(file), file.name)
+        return _unwrap_state_dict(_read_pickle(file), file.name, nested_key)
     raise CheckpointError(f"{file.name}: unsupported file type; expected .safetensors, .sft, .pt, .pth, .ckpt or .bin")
 
 
@@ -147,7 +148,9 @@ def _refusal_reason(error: Exception) -> str:
     return match[1][:120] if match else "not an allowed type"
 
 
-def _unwrap_state_dict(loaded, file_name: str) -> dict[str, torch.Tensor]:
+def _unwrap_state_dict(loaded, file_name: str, nested_key: str | None = None) -> dict[str, torch.Tensor]:
+    if nested_key is not None and isinstance(loaded, dict) and _is_state_dict(loaded.get(nested_key)):
+        return dict(loaded[nested_key])
     if _is_state_dict(loaded):
         return dict(loaded)
     if isinstance(loaded, dict):

@@ -4,7 +4,8 @@ Attribute names give exactly the diffusers state-dict keys, so checkpoints load 
 """
 
 from .decoder import StageBDecoder
+from .effnet import EfficientNetEncoder
 from .prior import StageCPrior
 from .vqgan import VQ_SCALE_FACTOR, PaellaVQ
 
-__all__ = ["StageBDecoder", "StageCPrior", "PaellaVQ", "VQ_SCALE_FACTOR"]
+__all__ = ["EfficientNetEncoder", "StageBDecoder", "StageCPrior", "PaellaVQ", "VQ_SCALE_FACTOR"]

@@ -1,0 +1,83 @@
+"""Stage C image embeddings from an image: the EfficientNet loader and the image → Stage C latent node."""
+
+from pathlib import Path
+
+import torch
+
+from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet_encoder
+from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
+from .images import image_pixels, size_errors
+from .loaders import WEIGHT_DTYPES, dtype_tooltip
+from .wiring import EFFNET, make_latent
+
+FILES = ("The original model_v2_stage_b.pt of dome272/wuerstchen (its effnet_state_dict is used) or a .safetensors "
+         "with the same tensors. Not Stable Cascade's effnet_encoder.safetensors (a different, v3 encoder).")
+# Activation bytes per encoder input pixel (largest EfficientNetV2-S feature map, a few live copies, fp32).
+BYTES_PER_INPUT_PIXEL = 160
+
+
+def effnet_files() -> list[str]:
+    # No diffusers folder holds the encoder, so only single weight files are offered.
+    return [name for name in list_models("vqgan") if Path(name).suffix.lower() in WEIGHT_SUFFIXES]
+
+
+class WuerstchenEfficientNetLoader:
+    DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder, which turns an image into Stage C image embeddings "
+                   f"(for image variations, or to decode an image's own embeddings). Needs torchvision. {FILES}")
+    CATEGORY = "loaders/wuerstchen"
+    RETURN_TYPES, RETURN_NAMES = (EFFNET,), ("effnet",)
+    OUTPUT_TOOLTIPS = ("The EfficientNet encoder, managed by ComfyUI.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
+        }}
+
+    def load(self, effnet_name: str, weight_dtype: str = "auto"):
+        path = resolve_model(effnet_name)
+        # Placed like the VQGAN: a small image model that runs once per image.
+        load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
+        encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
+        return (manage("effnet", encoder, load_device, offload_device, storage, full_load=True),)
+
+
+class WuerstchenEfficientNetEncode:
+    DESCRIPTION = ("Turns an image into the Stage C latent (image embeddings) of a width × height image. Give it to "
+                   "the prior sampler's latent with denoise < 1 for variations of the image, or straight to the "
+                   "decoder sampler's prior_latent to re-draw the image without the prior. Any image size works: it "
+                   "is resized and centre-cropped.")
+    CATEGORY = "latent/wuerstchen"
+    RETURN_TYPES, RETURN_NAMES = ("LATENT",), ("prior_latent",)
+    OUTPUT_TOOLTIPS = ("Stage C latent of the image, as the prior sampler would return it for this width × height.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        return {"required": {
+            "effnet": (EFFNET, {"tooltip": "The encoder from the Würstchen EfficientNet Loader."}),
+            "image": ("IMAGE", {"tooltip": "Images of any size (grayscale, RGB or RGBA; alpha is ignored)."}),
+            "width": ("INT", dict(size, tooltip="Width of the images to generate: set the same on the prior "
+                                                "sampler (multiple of 128).")),
+            "height": ("INT", dict(size, tooltip="Height of the images to generate: set the same on the prior "
+                                                 "sampler (multiple of 128).")),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return size_errors(width=width, height=height)
+
+    def encode(self, effnet, image, width, height):
+        pixels = image_pixels(image, "image")
+        size_h, size_w = effnet_input_size(width, height)
+        model = activate(effnet, "effnet", memory_required=size_h * size_w * BYTES_PER_INPUT_PIXEL)
+        latents = []
+        for one in pixels.split(1):  # one image at a time keeps peak memory flat for big batches
+            check_interrupted()
+            latent = encode_image(model, one, width=width, height=height, compute_dtype=effnet.compute_dtype,
+                                  device=effnet.load_device)
+            latents.append(latent.to(intermediate_device(), torch.float32))
+        return (make_latent(torch.cat(latents), "C"),)
