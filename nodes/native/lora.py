@@ -16,7 +16,7 @@ import logging
 
 import comfy.lora
 
-from .models import WuerstchenPriorModel, _WuerstchenModel
+from .models import _WuerstchenModel
 
 PEFT_PREFIXES = {"prior": ("prior.", "unet."), "decoder": ("decoder.", "unet.")}
 KOHYA_PREFIXES = {"prior": "lora_prior_unet_", "decoder": "lora_decoder_unet_"}
@@ -25,16 +25,21 @@ WRAPPED = "_wuerstchen_wrapped"
 
 
 class WuerstchenKeyMap(dict):
-    """A LoRA key map made for a Würstchen model; ``stage`` names it in reports."""
+    """A LoRA key map made for a Würstchen model; ``wuerstchen_stage`` names it in reports."""
 
-    stage = ""
+    wuerstchen_stage = ""
+
+
+def is_wuerstchen_model(model) -> bool:
+    """By marker, not class: a second import of the pack (another package name) makes other classes."""
+    return getattr(model, "IS_WUERSTCHEN_MODEL", False) is True
 
 
 def add_key_map(model: _WuerstchenModel, key_map: dict) -> WuerstchenKeyMap:
     """``key_map`` plus the Würstchen LoRA names of every weight of ``model``'s network."""
-    stage = "prior" if isinstance(model, WuerstchenPriorModel) else "decoder"
+    stage = model.STAGE
     out = WuerstchenKeyMap(key_map)
-    out.stage = stage
+    out.wuerstchen_stage = stage
     for name in model.diffusion_model.state_dict():
         if not name.endswith(".weight"):
             continue
@@ -49,7 +54,7 @@ def add_key_map(model: _WuerstchenModel, key_map: dict) -> WuerstchenKeyMap:
 def _wrap_key_maps(original):
     def model_lora_keys_unet(model, key_map={}):
         key_map = original(model, key_map)
-        return add_key_map(model, key_map) if isinstance(model, _WuerstchenModel) else key_map
+        return add_key_map(model, key_map) if is_wuerstchen_model(model) else key_map
     setattr(model_lora_keys_unet, WRAPPED, True)
     return model_lora_keys_unet
 
@@ -57,8 +62,9 @@ def _wrap_key_maps(original):
 def _wrap_load_lora(original):
     def load_lora(lora, to_load, *args, **kwargs):
         patches = original(lora, to_load, *args, **kwargs)
-        if isinstance(to_load, WuerstchenKeyMap):
-            report_patches(to_load.stage, lora, patches)
+        stage = getattr(to_load, "wuerstchen_stage", None)
+        if stage:
+            report_patches(stage, lora, patches)
         return patches
     setattr(load_lora, WRAPPED, True)
     return load_lora

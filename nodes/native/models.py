@@ -56,6 +56,7 @@ def shared_latents(sample: torch.Tensor, ratio: torch.Tensor, rows: int):
 
 
 class _WuerstchenModel(comfy.model_base.BaseModel):
+    IS_WUERSTCHEN_MODEL = True  # what the LoRA key maps look for (see lora.py)
     STAGE = ""
     LATENT_NAME = ""
     BYTES_PER_PIXEL = 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+PACK_NAME = "wuerstchen_pack_in_comfyui"
 HOW_TO = ("run these tests with ComfyUI's venv and COMFYUI_DIR set to a ComfyUI checkout, e.g. from the repository "
           "root: COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q")
 
@@ -34,9 +35,11 @@ def comfyui():
     except ImportError as error:
         pytest.skip(f"ComfyUI's modules do not import in this venv ({error}); {HOW_TO}")
     import run_workflow
-    pack = run_workflow.import_pack()
+    # A package name of its own: other tests may have imported the pack before ComfyUI was importable, and that
+    # instance has taken its no-ComfyUI fallbacks for good.
+    pack = run_workflow.import_pack(PACK_NAME)
     if not pack.nodes.comfy_bridge.IN_COMFYUI:
-        pytest.skip("the pack was imported before ComfyUI in this process; run tests/comfyui on their own: " + HOW_TO)
+        pytest.skip(f"the pack does not see ComfyUI in this process; {HOW_TO}")
     return pack
 
 
