@@ -3,6 +3,9 @@
 from .comfy_bridge import register_model_folder
 from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
+from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
+                           WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
+                           WuerstchenSigmas, WuerstchenVAELoader)
 from .samplers import WuerstchenDecoderSampler, WuerstchenPriorSampler
 from .text import WuerstchenTextEncode, WuerstchenTextEncodeBothStages
 from .vq import WuerstchenVQDecode, WuerstchenVQEncode
@@ -22,6 +25,14 @@ NODE_DISPLAY_NAMES = {
     WuerstchenTextEncodeBothStages: "Würstchen Text Encode (Both Stages)",
     WuerstchenEfficientNetLoader: "Würstchen EfficientNet Loader",
     WuerstchenEfficientNetEncode: "Würstchen Image Encode (Stage C)",
+    WuerstchenPriorModelLoader: "Würstchen Prior Model Loader (Stage C, MODEL)",
+    WuerstchenDecoderModelLoader: "Würstchen Decoder Model Loader (Stage B, MODEL)",
+    WuerstchenPriorCheckpointLoader: "Würstchen Prior Checkpoint Loader",
+    WuerstchenDecoderCheckpointLoader: "Würstchen Decoder Checkpoint Loader",
+    WuerstchenEmptyLatent: "Würstchen Empty Latent",
+    WuerstchenSigmas: "Würstchen Sigmas (reference schedule)",
+    WuerstchenSampler: "Würstchen DDPM Sampler (reference)",
+    WuerstchenVAELoader: "Würstchen VAE Loader (Stage A)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

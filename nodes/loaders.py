@@ -66,7 +66,9 @@ class WuerstchenPriorLoader(_ComponentLoader):
     KIND, INPUT_NAME = "prior", "prior_name"
     FILES = ("Accepts the warp-ai/wuerstchen-prior folder (or its -model-base / -model-finetuned / "
              "-model-interpolated variants), a prior .safetensors file, or the original model_v3_stage_c.pt.")
-    DESCRIPTION = f"Loads the Würstchen v2 prior (Stage C), which turns text into a compressed image latent. {FILES}"
+    DESCRIPTION = (f"Loads the Würstchen v2 prior (Stage C), which turns text into a compressed image latent. {FILES} "
+                   f"For the pack's samplers; the Prior Model Loader gives the same prior as a MODEL for KSampler, "
+                   f"LoRA and merge nodes.")
     RETURN_TYPES, RETURN_NAMES = (PRIOR,), ("prior",)
     OUTPUT_TOOLTIPS = ("The Stage C prior, managed by ComfyUI (moved in and out of VRAM as needed).",)
 
@@ -77,7 +79,8 @@ class WuerstchenPriorLoader(_ComponentLoader):
 class WuerstchenDecoderLoader(_ComponentLoader):
     KIND, INPUT_NAME = "decoder", "decoder_name"
     FILES = "Accepts the warp-ai/wuerstchen folder, a decoder .safetensors file, or the original model_v2_stage_b.pt."
-    DESCRIPTION = f"Loads the Würstchen v2 decoder (Stage B), which turns a Stage C latent into a VQ latent. {FILES}"
+    DESCRIPTION = (f"Loads the Würstchen v2 decoder (Stage B), which turns a Stage C latent into a VQ latent. "
+                   f"{FILES} For the pack's samplers; the Decoder Model Loader gives it as a MODEL for KSampler & co.")
     RETURN_TYPES, RETURN_NAMES = (DECODER,), ("decoder",)
     OUTPUT_TOOLTIPS = ("The Stage B decoder, managed by ComfyUI (moved in and out of VRAM as needed).",)
 
@@ -88,7 +91,8 @@ class WuerstchenDecoderLoader(_ComponentLoader):
 class WuerstchenVQGANLoader(_ComponentLoader):
     KIND, INPUT_NAME = "vqgan", "vqgan_name"
     FILES = "Accepts the warp-ai/wuerstchen folder, a VQGAN .safetensors file, or the original vqgan_f4_v1_500k.pt."
-    DESCRIPTION = f"Loads the Würstchen v2 Paella VQGAN (Stage A), which maps between VQ latents and pixels. {FILES}"
+    DESCRIPTION = (f"Loads the Würstchen v2 Paella VQGAN (Stage A), which maps between VQ latents and pixels. {FILES} "
+                   f"For the VQ nodes; the VAE Loader gives it as a VAE for VAEDecode / VAEEncode.")
     RETURN_TYPES, RETURN_NAMES = (VQGAN,), ("vqgan",)
     OUTPUT_TOOLTIPS = ("The Stage A VQGAN, managed by ComfyUI.",)
 

@@ -5,7 +5,8 @@ import torch
 from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, compile_denoisers,
                     decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior, seed_generators,
                     stage_c_timesteps)
-from .comfy_bridge import activate, intermediate_device, step_callback
+from . import native
+from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
 from .images import check_decoder_start_size, check_prior_start_size
 from .preview import latent_preview
 from .queue_checks import input_problems
@@ -22,6 +23,14 @@ COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's b
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
 
 
+def _resident(model, kind: str, memory_required: int):
+    """(network, compute dtype, device) from a Würstchen loader's model or a Würstchen MODEL (with its LoRA and
+    merge patches applied)."""
+    if isinstance(model, ManagedModel) or not native.available():
+        return activate(model, kind, memory_required=memory_required), model.compute_dtype, model.load_device
+    return native.module("loading").activate_model(model, kind, memory_required)
+
+
 class WuerstchenPriorSampler:
     DESCRIPTION = ("Stage C: samples the 16-channel compressed image latent from text with the DDPM-Würstchen "
                    "sampler. The reference schedule with 29 steps and cfg 4 reproduces diffusers' recommended call.")
@@ -36,7 +45,8 @@ class WuerstchenPriorSampler:
         size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
         return {
             "required": {
-                "prior": (PRIOR, {"tooltip": "The prior from the Würstchen Prior Loader."}),
+                "prior": (PRIOR + ",MODEL", {"tooltip": "The prior from the Würstchen Prior Loader, or a Würstchen "
+                                                        "prior MODEL (with its LoRAs and merges applied)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the prior's text encoder."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the prior's text encoder "
                                                          "(an empty prompt is the reference). Used when cfg > 1."}),
@@ -78,14 +88,13 @@ class WuerstchenPriorSampler:
             check_prior_start_size(init, width, height, "latent")
         schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
         images = cond.shape[0] * batch_size
-        model = activate(prior, "prior", memory_required=prior_memory_bytes(images, width, height))
+        model, dtype, device = _resident(prior, "prior", prior_memory_bytes(images, width, height))
         if compile:
             compile_denoisers(model)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
             generator=seed_generators(seed, cond.shape[0] * batch_size, per_image_seeds), init_latent=init,
-            denoise=denoise, callback=step_callback(steps, latent_preview), compute_dtype=prior.compute_dtype,
-            device=prior.load_device,
+            denoise=denoise, callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
             **schedule_args)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
 
@@ -102,7 +111,9 @@ class WuerstchenDecoderSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "decoder": (DECODER, {"tooltip": "The decoder from the Würstchen Decoder Loader."}),
+                "decoder": (DECODER + ",MODEL", {"tooltip": "The decoder from the Würstchen Decoder Loader, or a "
+                                                            "Würstchen decoder MODEL (with its LoRAs and merges "
+                                                            "applied)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the decoder's text encoder."}),
                 "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler."}),
                 "seed": SEED,
@@ -135,11 +146,11 @@ class WuerstchenDecoderSampler:
         if init is not None:
             check_decoder_start_size(init, embeddings, "latent")
         memory = decoder_memory_bytes(embeddings.shape[0], embeddings.shape[-2:])
-        model = activate(decoder, "decoder", memory_required=memory)
+        model, dtype, device = _resident(decoder, "decoder", memory)
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
             generator=seed_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
-            callback=step_callback(steps, latent_preview), compute_dtype=decoder.compute_dtype, device=decoder.load_device)
+            callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

@@ -21,8 +21,31 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # After each run the frontend draws a new seed, as in ComfyUI's own templates, so pressing Run again makes a new
 # image instead of being answered from the cache.
 SEED_CONTROL = "randomize"
-# The two ComfyUI core nodes the examples use, with the inputs and outputs of ComfyUI 0.3.x.
+# The ComfyUI core nodes the examples use, with the inputs (in ComfyUI's order, which is the widget order) and
+# outputs of ComfyUI 0.3.64.
+SEED_INPUT = ("INT", {"default": 0, "control_after_generate": True})
 CORE_NODES = {
+    "KSampler": {"inputs": {"required": {
+        "model": ("MODEL",), "seed": SEED_INPUT, "steps": ("INT", {"default": 20}), "cfg": ("FLOAT", {"default": 8.0}),
+        "sampler_name": (["euler", "euler_ancestral", "ddpm", "dpmpp_2m"],),
+        "scheduler": (["normal", "karras", "simple"],),
+        "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent_image": ("LATENT",),
+        "denoise": ("FLOAT", {"default": 1.0})}}, "outputs": [("LATENT", "LATENT")]},
+    "StableCascade_StageB_Conditioning": {"inputs": {"required": {"conditioning": ("CONDITIONING",),
+                                                                  "stage_c": ("LATENT",)}},
+                                          "outputs": [("CONDITIONING", "CONDITIONING")]},
+    "VAEDecode": {"inputs": {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}, "outputs": [("IMAGE", "IMAGE")]},
+    "SamplerCustomAdvanced": {"inputs": {"required": {"noise": ("NOISE",), "guider": ("GUIDER",),
+                                                      "sampler": ("SAMPLER",), "sigmas": ("SIGMAS",),
+                                                      "latent_image": ("LATENT",)}},
+                              "outputs": [("output", "LATENT"), ("denoised_output", "LATENT")]},
+    "RandomNoise": {"inputs": {"required": {"noise_seed": SEED_INPUT}}, "outputs": [("NOISE", "NOISE")]},
+    "CFGGuider": {"inputs": {"required": {"model": ("MODEL",), "positive": ("CONDITIONING",),
+                                          "negative": ("CONDITIONING",), "cfg": ("FLOAT", {"default": 8.0})}},
+                  "outputs": [("GUIDER", "GUIDER")]},
+    "LoraLoaderModelOnly": {"inputs": {"required": {"model": ("MODEL",), "lora_name": (["example.safetensors"],),
+                                                    "strength_model": ("FLOAT", {"default": 1.0})}},
+                            "outputs": [("MODEL", "MODEL")]},
     "SaveImage": {"inputs": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
                   "outputs": []},
     "LoadImage": {"inputs": {"required": {"image": (["example.png"], {"image_upload": True})}},
@@ -95,13 +118,15 @@ def api_format(nodes: list[Node]) -> dict:
 
 def ui_format(nodes: list[Node]) -> dict:
     links, ui_nodes, outgoing = [], [], {}
+    by_id = {node.id: node for node in nodes}
     for node in nodes:
         schema, _ = node_schema(node.type)
         for slot, (name, spec) in enumerate((n, s) for n, s in ordered_inputs(schema) if not is_widget(s)):
             source = node.inputs.get(name)
             if isinstance(source, tuple):
                 link_id = len(links) + 1
-                links.append([link_id, source[0], source[1], node.id, slot, spec[0]])
+                output_type = node_schema(by_id[source[0]].type)[1][source[1]][1]  # a link carries its output's type
+                links.append([link_id, source[0], source[1], node.id, slot, output_type])
                 outgoing.setdefault((source[0], source[1]), []).append(link_id)
     link_of_target = {(l[3], l[4]): l[0] for l in links}
     for order, node in enumerate(nodes):
@@ -200,6 +225,78 @@ def image_variation() -> list[Node]:
     return [nodes[i] for i in sorted(nodes)]
 
 
+PROMPT = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
+
+
+def native_common() -> dict[int, Node]:
+    """The stages as MODELs from the two checkpoint loaders, both prompts encoded, empty latents of the right size."""
+    return {n.id: n for n in [
+        Node(1, "WuerstchenPriorCheckpointLoader", (0, 0), {"folder": "wuerstchen-prior", "weight_dtype": "auto"}),
+        Node(2, "WuerstchenDecoderCheckpointLoader", (0, 600), {"folder": "wuerstchen", "weight_dtype": "auto"}),
+        Node(3, "WuerstchenTextEncode", (380, 0), {"text_encoder": (1, 1), "text": PROMPT}, "Prior positive"),
+        Node(4, "WuerstchenTextEncode", (380, 260), {"text_encoder": (1, 1), "text": ""}, "Prior negative"),
+        Node(5, "WuerstchenTextEncode", (380, 600), {"text_encoder": (2, 1), "text": PROMPT}, "Decoder positive"),
+        Node(6, "WuerstchenTextEncode", (380, 860), {"text_encoder": (2, 1), "text": ""}, "Decoder negative"),
+        Node(7, "WuerstchenEmptyLatent", (0, 400), {"width": 1024, "height": 1024, "batch_size": 1}),
+        Node(20, "SaveImage", (2280, 400), {"images": (19, 0), "filename_prefix": "wuerstchen_native"}),
+    ]}
+
+
+def native_ksampler() -> list[Node]:
+    """Stock KSampler on both stages: the prior at cfg 4, the decoder unguided (cfg 1.0 = the reference's cfg 0)."""
+    nodes = native_common()
+    nodes.update({n.id: n for n in [
+        Node(8, "KSampler", (760, 0), {"model": (1, 0), "seed": 42, "steps": 29, "cfg": 4.0, "sampler_name": "ddpm",
+                                       "scheduler": "simple", "positive": (3, 0), "negative": (4, 0),
+                                       "latent_image": (7, 0), "denoise": 1.0}, "KSampler (prior, Stage C)"),
+        Node(9, "StableCascade_StageB_Conditioning", (1140, 400), {"conditioning": (5, 0), "stage_c": (8, 0)}),
+        Node(10, "KSampler", (1520, 400), {"model": (2, 0), "seed": 42, "steps": 12, "cfg": 1.0,
+                                           "sampler_name": "ddpm", "scheduler": "simple", "positive": (9, 0),
+                                           "negative": (6, 0),
+                                           "latent_image": (7, 1), "denoise": 1.0}, "KSampler (decoder, Stage B)"),
+        Node(19, "VAEDecode", (1900, 400), {"samples": (10, 0), "vae": (2, 2)}),
+    ]})
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def native_reference() -> list[Node]:
+    """SamplerCustomAdvanced with the reference's schedules and sampler: diffusers' pipelines at the same seed."""
+    nodes = native_common()
+    nodes.update({n.id: n for n in [
+        Node(8, "RandomNoise", (760, 0), {"noise_seed": 42}),
+        Node(9, "CFGGuider", (760, 160), {"model": (1, 0), "positive": (3, 0), "negative": (4, 0), "cfg": 4.0},
+             "CFGGuider (prior, cfg 4)"),
+        Node(10, "WuerstchenSampler", (760, 380), {}),
+        Node(11, "WuerstchenSigmas", (760, 480), {"steps": 29, "schedule": "reference", "denoise": 1.0},
+             "Würstchen Sigmas (prior, 29-step reference)"),
+        Node(12, "SamplerCustomAdvanced", (1140, 0), {"noise": (8, 0), "guider": (9, 0), "sampler": (10, 0),
+                                                      "sigmas": (11, 0), "latent_image": (7, 0)},
+             "SamplerCustomAdvanced (prior, Stage C)"),
+        Node(13, "StableCascade_StageB_Conditioning", (1140, 400), {"conditioning": (5, 0), "stage_c": (12, 0)}),
+        Node(14, "CFGGuider", (1520, 560), {"model": (2, 0), "positive": (13, 0), "negative": (6, 0), "cfg": 1.0},
+             "CFGGuider (decoder, unguided)"),
+        Node(15, "WuerstchenSigmas", (1520, 760), {"steps": 12, "schedule": "linear", "denoise": 1.0},
+             "Würstchen Sigmas (decoder, 12 linear)"),
+        Node(16, "SamplerCustomAdvanced", (1900, 400), {"noise": (8, 0), "guider": (14, 0), "sampler": (10, 0),
+                                                        "sigmas": (15, 0), "latent_image": (7, 1)},
+             "SamplerCustomAdvanced (decoder, Stage B)"),
+        Node(19, "VAEDecode", (2280, 200), {"samples": (16, 0), "vae": (2, 2)}),
+    ]})
+    nodes[20].pos = (2660, 200)
+    nodes[20].inputs["filename_prefix"] = "wuerstchen_reference"
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def native_prior_lora() -> list[Node]:
+    """The stock KSampler graph with a prior LoRA (diffusers, OneTrainer or kohya naming) via LoraLoaderModelOnly."""
+    nodes = {n.id: n for n in native_ksampler()}
+    nodes[11] = Node(11, "LoraLoaderModelOnly", (380, 1120), {
+        "model": (1, 0), "lora_name": "wuerstchen_prior_lora.safetensors", "strength_model": 1.0}, "Prior LoRA")
+    nodes[8].inputs["model"] = (11, 0)
+    nodes[20].inputs["filename_prefix"] = "wuerstchen_lora"
+    return [nodes[i] for i in sorted(nodes)]
+
+
 def example_input_image(path: Path, size: int = 512) -> None:
     """A soft gradient with a circle: small as a PNG, and easy to recognise after image-to-image."""
     image = Image.linear_gradient("L").resize((size, size)).convert("RGB")
@@ -209,7 +306,9 @@ def example_input_image(path: Path, size: int = 512) -> None:
 
 
 WORKFLOWS = {"wuerstchen_text_to_image": text_to_image, "wuerstchen_image_to_image": image_to_image,
-             "wuerstchen_image_variation": image_variation}
+             "wuerstchen_image_variation": image_variation,
+             "wuerstchen_native_ksampler": native_ksampler, "wuerstchen_native_reference": native_reference,
+             "wuerstchen_native_prior_lora": native_prior_lora}
 
 
 def main() -> None:

@@ -13,6 +13,10 @@ EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenV
                 "WuerstchenTextEncoderLoader", "WuerstchenTextEncode", "WuerstchenPriorSampler",
                 "WuerstchenDecoderSampler", "WuerstchenVQDecode", "WuerstchenVQEncode", "WuerstchenTextEncodeBothStages"}
 EXPECTED_IDS |= {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"}  # issue 12: image → Stage C
+# The native path (stages as ComfyUI MODELs); their functions need ComfyUI, their contract does not.
+NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
+              "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
+              "WuerstchenVAELoader"}
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
@@ -35,10 +39,10 @@ def all_inputs(cls):
 
 
 def test_node_ids_are_the_published_ones():
-    assert set(NODES) == EXPECTED_IDS
+    assert set(NODES) == EXPECTED_IDS | NATIVE_IDS
 
 
-@pytest.mark.parametrize("node_id", sorted(EXPECTED_IDS))
+@pytest.mark.parametrize("node_id", sorted(EXPECTED_IDS | NATIVE_IDS))
 def test_v1_contract(node_id, model_dirs):
     cls = NODES[node_id]
     inputs = all_inputs(cls)
@@ -67,7 +71,10 @@ def test_v1_contract(node_id, model_dirs):
 DEMO_CHOICES = {("WuerstchenPriorLoader", "prior_name"): ["wuerstchen-prior"],
                 ("WuerstchenDecoderLoader", "decoder_name"): ["wuerstchen"],
                 ("WuerstchenVQGANLoader", "vqgan_name"): ["wuerstchen"],
-                ("WuerstchenTextEncoderLoader", "clip_name"): ["wuerstchen", "wuerstchen-prior"]}
+                ("WuerstchenTextEncoderLoader", "clip_name"): ["wuerstchen", "wuerstchen-prior"],
+                ("WuerstchenPriorModelLoader", "prior_name"): ["wuerstchen-prior"],
+                ("WuerstchenPriorCheckpointLoader", "folder"): ["wuerstchen-prior"],
+                ("WuerstchenDecoderCheckpointLoader", "folder"): ["wuerstchen"]}
 
 
 def test_loaders_list_the_demo_folders_that_hold_their_component(model_dirs):
@@ -107,7 +114,10 @@ def widgets_by_input(cls, values):
     return out
 
 
-@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation"])
+# The native examples use ComfyUI's own nodes too; tests/comfyui/test_native_examples.py runs them.
+@pytest.mark.parametrize("name", ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation",
+                                  "wuerstchen_native_ksampler", "wuerstchen_native_reference",
+                                  "wuerstchen_native_prior_lora"])
 def test_ui_workflows_line_up_with_inputs(name, model_dirs):
     ui = json.loads((EXAMPLES / f"{name}.json").read_text())
     api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
@@ -237,3 +247,18 @@ def test_model_list_has_files_and_folders_but_not_their_contents(tmp_path, monke
     assert names == ["components/my-vqgan", "variants/prior.safetensors", "wuerstchen"]
     assert NODES["WuerstchenTextEncoderLoader"].INPUT_TYPES()["required"]["clip_name"][0] == \
         ["wuerstchen", "wuerstchen-prior"]  # a text encoder needs its folder with the tokenizer, not a lone file
+
+
+def test_native_nodes_say_they_need_comfyui_outside_it(model_dirs):
+    with pytest.raises(RuntimeError, match="needs ComfyUI"):
+        NODES["WuerstchenPriorModelLoader"]().load("wuerstchen-prior")
+    with pytest.raises(RuntimeError, match="needs ComfyUI"):
+        NODES["WuerstchenSampler"]().get_sampler()
+
+
+def test_empty_latent_sizes_follow_the_reference():
+    stage_c, stage_b = NODES["WuerstchenEmptyLatent"]().make(1024, 768, 2)
+    assert stage_c["samples"].shape == (2, 16, 18, 24) and stage_c["wuerstchen_stage"] == "C"
+    assert stage_b["samples"].shape == (2, 4, 192, 256) and stage_b["wuerstchen_stage"] == "B"
+    with pytest.raises(ValueError, match="multiple of 128"):
+        NODES["WuerstchenEmptyLatent"]().make(1000, 768, 1)

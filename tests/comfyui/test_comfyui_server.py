@@ -328,6 +328,40 @@ def test_image_to_image_through_the_cli(server, tmp_path, capsys):
     assert json.loads(text["workflow"]) == ui_workflow("wuerstchen_image_to_image")
 
 
+NATIVE_EXAMPLES = ["wuerstchen_native_ksampler", "wuerstchen_native_reference", "wuerstchen_native_prior_lora"]
+
+
+def write_prior_lora(path: Path, prior_folder: Path) -> None:
+    """A diffusers-style (peft) prior LoRA for the demo prior, as the native LoRA example expects one."""
+    import torch
+    from safetensors.torch import save_file
+
+    from core import load_prior
+    generator, lora = torch.Generator().manual_seed(0), {}
+    for name, weight in load_prior(prior_folder).state_dict().items():
+        if name.endswith(".attention.to_q.weight"):
+            module = f"prior.{name[:-len('.weight')]}"
+            lora[f"{module}.lora_A.weight"] = torch.randn(4, weight.shape[1], generator=generator)
+            lora[f"{module}.lora_B.weight"] = torch.randn(weight.shape[0], 4, generator=generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(path))
+
+
+@pytest.mark.parametrize("name", NATIVE_EXAMPLES)
+def test_native_examples_over_http(server, ws, tmp_path, name):
+    """The stages as MODELs under ComfyUI's own KSampler / SamplerCustomAdvanced / LoraLoaderModelOnly / VAEDecode."""
+    if name == "wuerstchen_native_prior_lora":
+        write_prior_lora(server.base / "models" / "loras" / "wuerstchen_prior_lora.safetensors",
+                         server.base / "models" / "wuerstchen" / "wuerstchen-prior")
+    prompt = example(name, **{"7.width": 256, "7.height": 384})
+    prompt_id, entry = run_and_wait(server, ws, prompt, ui_workflow(name))
+    assert not qw.execution_errors(entry), qw.execution_errors(entry)
+    paths = qw.download_images(server.url, entry, tmp_path)
+    assert len(paths) == 1
+    size, mode, _ = png_info(paths[0].read_bytes())
+    assert size == (256, 384) and mode == "RGB"
+
+
 def test_cli_uploads_a_local_input_image(server):
     name = qw.upload_image(server.url, EXAMPLES / "wuerstchen_example_input.png")
     data = qw.fetch_image(server.url, {"filename": name, "subfolder": "", "type": "input"})

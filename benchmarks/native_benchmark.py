@@ -1,0 +1,145 @@
+"""Side-by-side: the pack's own sampler path against the native MODEL path (ComfyUI's SamplerCustomAdvanced with the
+pack's Würstchen Sigmas / Sampler), same networks, weights, inputs and seed, in one process.
+
+    COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python benchmarks/native_benchmark.py --size 512
+
+Both paths build the networks with ComfyUI's layer classes, as the pack's loaders do inside ComfyUI. Prints a
+markdown table of per-step seconds per stage (median over repeats, the paths taking turns repeat by repeat after a
+warm-up each, so a shared CPU's drift hits both) and the largest difference between the two paths' latents.
+"""
+
+import argparse
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts"), str(ROOT / "benchmarks")]
+
+from benchmark import MID, RELEASED, build_models  # noqa: E402
+from core import (DEFAULT_STAGE_C_TIMESTEPS, StageBDecoder, StageCPrior, sample_decoder, sample_prior,  # noqa: E402
+                  stage_b_size, stage_c_size)
+
+
+def import_comfyui(directory: str):
+    sys.path.insert(0, str(Path(directory).resolve()))
+    from comfy.cli_args import args
+    if not torch.cuda.is_available():
+        args.cpu = True
+    import comfy.ops  # noqa: F401
+    import run_workflow
+    return run_workflow.import_pack()
+
+
+def build(config: dict, dtype, device):
+    """benchmark.py's random weights (sampling stays finite), in networks built with ComfyUI's layer classes."""
+    import comfy.ops
+    ops = comfy.ops.disable_weight_init
+    _, plain = build_models(config, released=config is RELEASED)
+    prior = StageCPrior(**config["prior"], dtype=dtype, device=device, operations=ops)
+    decoder = StageBDecoder(**config["decoder"], dtype=dtype, device=device, operations=ops)
+    prior.load_state_dict(plain["prior"].state_dict())
+    decoder.load_state_dict(plain["decoder"].state_dict())
+    return prior.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decoder-steps", type=int, default=12)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--released-sizes", action="store_true")
+    args = parser.parse_args(argv)
+    pack = import_comfyui(os.environ.get("COMFYUI_DIR", str(ROOT.parent / "shared/vendor/ComfyUI-0.3.64")))
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+    from comfy_extras.nodes_stable_cascade import StableCascade_StageB_Conditioning
+    native = importlib.import_module(f"{pack.__name__}.nodes.native.loading")
+    sampling = importlib.import_module(f"{pack.__name__}.nodes.native.sampling")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    device = torch.device(args.device)
+    config = RELEASED if args.released_sizes else MID
+    prior, decoder = build(config, dtype, device)
+    prior_model = native.wrap_network("prior", prior, device, device, dtype, dtype)
+    decoder_model = native.wrap_network("decoder", decoder, device, device, dtype, dtype)
+    generator = torch.Generator().manual_seed(1)
+    prior_text = torch.randn(1, 77, prior.c_cond, generator=generator)
+    prior_neg = torch.randn(1, 77, prior.c_cond, generator=generator)
+    decoder_text = torch.randn(1, 77, decoder.clip_embd, generator=generator)
+    c_size = stage_c_size(args.size, args.size)
+    prior_steps = len(DEFAULT_STAGE_C_TIMESTEPS) - 1
+    seed = 7
+
+    def pack_path():
+        g = torch.Generator().manual_seed(seed)
+        emb = sample_prior(prior, prior_text, prior_neg, width=args.size, height=args.size, cfg=4.0, generator=g,
+                           timesteps=DEFAULT_STAGE_C_TIMESTEPS, compute_dtype=dtype, device=device)
+        g = torch.Generator().manual_seed(seed)
+        return emb, lambda: sample_decoder(decoder, emb, decoder_text, steps=args.decoder_steps, cfg=0.0,
+                                           generator=g, compute_dtype=dtype, device=device)
+
+    def custom(model, positive, negative, cfg, sigmas, latent):
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        return SamplerCustomAdvanced().sample(Noise_RandomNoise(seed), guider, sampling.ddpm_wuerstchen_sampler(),
+                                              sigmas, {"samples": latent})[0]
+
+    def model_path():
+        stage_c = torch.zeros(1, 16, *c_size)
+        emb = custom(prior_model, [[prior_text, {}]], [[prior_neg, {}]], 4.0,
+                     sampling.reference_sigmas(prior_steps, "reference"), stage_c)
+        positive = StableCascade_StageB_Conditioning.execute([[decoder_text, {}]], emb).args[0]
+        stage_b = torch.zeros(1, 4, *stage_b_size(c_size))
+        return emb["samples"], lambda: custom(decoder_model, positive, [[decoder_text * 0, {}]], 1.0,
+                                              sampling.reference_sigmas(args.decoder_steps, "linear"),
+                                              stage_b)["samples"]
+
+    paths = {"pack sampler (sample_prior / sample_decoder)": pack_path,
+             "MODEL + SamplerCustomAdvanced (Würstchen Sigmas / Sampler)": model_path}
+    times = {name: ([], []) for name in paths}
+    outputs = {}
+    with torch.no_grad():
+        for repeat in range(args.repeats + 1):  # the first round is the warm-up
+            for name, path in paths.items():
+                (emb, decode), prior_s = timed(path, device)
+                latents, decoder_s = timed(decode, device)
+                outputs[name] = (emb.float().cpu(), latents.float().cpu())
+                if repeat:
+                    times[name][0].append(prior_s / prior_steps)
+                    times[name][1].append(decoder_s / args.decoder_steps)
+    (pack_emb, pack_lat), (model_emb, model_lat) = outputs.values()
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads, {args.device}, {args.dtype}, {'released' if args.released_sizes else 'mid-size'} models, "
+          f"{args.size}², prior {prior_steps} steps cfg 4, decoder {args.decoder_steps} steps cfg off, "
+          f"median of {args.repeats}")
+    print("| path | prior s/step | decoder s/step |")
+    print("|---|---|---|")
+    base = [statistics.median(t) for t in times[next(iter(paths))]]
+    for name, (prior_t, decoder_t) in times.items():
+        p, d = statistics.median(prior_t), statistics.median(decoder_t)
+        print(f"| {name} | {p:.4f} ({p / base[0]:.2f}×) | {d:.4f} ({d / base[1]:.2f}×) |")
+    print(f"max |Δ| prior {(pack_emb - model_emb).abs().max():.1e} (of {pack_emb.abs().max():.1e}), "
+          f"decoder {(pack_lat - model_lat).abs().max():.1e}")
+
+
+if __name__ == "__main__":
+    main()
