@@ -6,11 +6,11 @@ The heavy lifting lives in ``nodes/native`` (imported inside the functions, so t
 
 import torch
 
-from ..core import check_image_size, stage_b_size, stage_c_size
+from ..core import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image_size, stage_b_size, stage_c_size
 from . import native
 from .comfy_bridge import intermediate_device, list_models, resolve_model
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
-from .samplers import _size_errors
+from .queue_checks import input_problems
 from .wiring import TEXT_ENCODER, make_latent
 
 CFG_NOTE = ("In ComfyUI's samplers cfg 1.0 means no guidance (the reference's 'cfg 0' for the decoder); the "
@@ -139,7 +139,7 @@ class WuerstchenEmptyLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
         return {"required": {
             "width": ("INT", dict(size, tooltip="Image width in pixels (multiple of 128).")),
             "height": ("INT", dict(size, tooltip="Image height in pixels (multiple of 128).")),
@@ -148,7 +148,7 @@ class WuerstchenEmptyLatent:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        return _size_errors(width=width, height=height)
+        return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def make(self, width: int, height: int, batch_size: int):
         check_image_size("width", width)
