@@ -10,20 +10,7 @@ from PIL import Image
 
 from core import resize_and_crop, to_rgb, vq_encode
 from core.image_prep import cover_size
-from pack import EXAMPLES, NODES, run_workflow, write_demo_models
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    write_demo_models(root)
-    return root
-
-
-@pytest.fixture
-def model_dirs(models, monkeypatch):
-    monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(models))
-    return models
+from pack import EXAMPLES, NODES, run_workflow
 
 
 def load(node_id, name):

@@ -20,19 +20,6 @@ NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "Wue
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
-@pytest.fixture(scope="module")
-def demo_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    write_demo_models(root)
-    return root
-
-
-@pytest.fixture
-def model_dirs(demo_models, monkeypatch):
-    monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(demo_models))
-    return demo_models
-
-
 def all_inputs(cls):
     types = cls.INPUT_TYPES()
     return {**types.get("required", {}), **types.get("optional", {})}

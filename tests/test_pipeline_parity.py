@@ -5,23 +5,16 @@ import torch
 
 from core import (DEFAULT_STAGE_C_TIMESTEPS, PaellaVQ, StageBDecoder, StageCPrior, sample_decoder, sample_prior,
                   vq_decode)
-from tiny import (DECODER_TEXT_WIDTH, PRIOR_TEXT_WIDTH, TINY_DECODER, TINY_PRIOR, TINY_VQGAN, StubTokenizer,
-                  reference_models, stub_encode, tiny_clip, twin)
+from tiny import TINY_DECODER, TINY_PRIOR, TINY_VQGAN, reference_pipelines, stub_encode, twin
 
 PROMPT = "a photo of a cat"
 
 
 @pytest.fixture(scope="module")
 def setup():
-    from diffusers import DDPMWuerstchenScheduler, WuerstchenDecoderPipeline, WuerstchenPriorPipeline
-    ref_prior, ref_decoder, ref_vqgan = reference_models()
-    prior_te, decoder_te = tiny_clip(PRIOR_TEXT_WIDTH, 10), tiny_clip(DECODER_TEXT_WIDTH, 11)
-    prior_pipe = WuerstchenPriorPipeline(tokenizer=StubTokenizer(), text_encoder=prior_te, prior=ref_prior,
-                                         scheduler=DDPMWuerstchenScheduler())
-    decoder_pipe = WuerstchenDecoderPipeline(tokenizer=StubTokenizer(), text_encoder=decoder_te, decoder=ref_decoder,
-                                             scheduler=DDPMWuerstchenScheduler(), vqgan=ref_vqgan)
-    for pipe in (prior_pipe, decoder_pipe):
-        pipe.set_progress_bar_config(disable=True)
+    prior_pipe, decoder_pipe = reference_pipelines()
+    ref_prior, ref_decoder, ref_vqgan = prior_pipe.prior, decoder_pipe.decoder, decoder_pipe.vqgan
+    prior_te, decoder_te = prior_pipe.text_encoder, decoder_pipe.text_encoder
     ours = dict(prior=twin(StageCPrior, TINY_PRIOR, ref_prior), decoder=twin(StageBDecoder, TINY_DECODER, ref_decoder),
                 vqgan=twin(PaellaVQ, TINY_VQGAN, ref_vqgan), prior_te=prior_te, decoder_te=decoder_te)
     return prior_pipe, decoder_pipe, ours

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from core import CheckpointError, load_decoder, load_prior, load_text_encoder, load_vqgan, path_inside
-from fixtures_checkpoints import tiny_model, write_component_folder, write_shards, weights_of
+from fixtures_checkpoints import tiny_model, write_component_folder
 from fixtures_text import write_tiny_text_encoder
 from pack import NODES, PACK
 

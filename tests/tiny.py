@@ -16,6 +16,20 @@ def reference_models(seed: int = 0):
     return prior, decoder, vqgan
 
 
+def reference_pipelines(seed: int = 0):
+    """diffusers' prior and decoder pipelines around ``reference_models(seed)`` and two tiny CLIPs (seeds 10, 11) that
+    ``StubTokenizer`` drives; the models are the pipelines' ``prior``, ``decoder``, ``vqgan`` and ``text_encoder``."""
+    from diffusers import DDPMWuerstchenScheduler, WuerstchenDecoderPipeline, WuerstchenPriorPipeline
+    prior, decoder, vqgan = reference_models(seed)
+    prior_pipe = WuerstchenPriorPipeline(tokenizer=StubTokenizer(), text_encoder=tiny_clip(PRIOR_TEXT_WIDTH, 10),
+                                         prior=prior, scheduler=DDPMWuerstchenScheduler())
+    decoder_pipe = WuerstchenDecoderPipeline(tokenizer=StubTokenizer(), text_encoder=tiny_clip(DECODER_TEXT_WIDTH, 11),
+                                             decoder=decoder, scheduler=DDPMWuerstchenScheduler(), vqgan=vqgan)
+    for pipe in (prior_pipe, decoder_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    return prior_pipe, decoder_pipe
+
+
 def twin(cls, config: dict, reference: torch.nn.Module) -> torch.nn.Module:
     """Our model with the reference's weights, loaded strictly (every key must match)."""
     model = cls(**config)

@@ -29,18 +29,12 @@ IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def demo_models(tmp_path_factory):
     """Demo models plus the demo encoder as model_v2_stage_b.pt (effnet_state_dict) and as .safetensors."""
     root = tmp_path_factory.mktemp("models")
     write_demo_models(root, effnet=True)
     write_demo_effnet(root / "effnet" / "effnet_v2.safetensors", seed=3)  # the same seed write_demo_models uses
     return root
-
-
-@pytest.fixture
-def model_dirs(models, monkeypatch):
-    monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(models))
-    return models
 
 
 # ---------------------------------------------------------------- architecture and files
@@ -59,10 +53,10 @@ def test_keys_and_shapes_are_torchvision_features_plus_the_affine_mapper():
     assert encoder.mapper[1].affine and not encoder.training
 
 
-def test_pt_with_effnet_state_dict_and_safetensors_give_the_same_output(models):
+def test_pt_with_effnet_state_dict_and_safetensors_give_the_same_output(demo_models):
     reference = demo_effnet(seed=3)
-    from_pt = load_effnet_encoder(models / "model_v2_stage_b.pt")
-    from_safetensors = load_effnet_encoder(models / "effnet" / "effnet_v2.safetensors")
+    from_pt = load_effnet_encoder(demo_models / "model_v2_stage_b.pt")
+    from_safetensors = load_effnet_encoder(demo_models / "effnet" / "effnet_v2.safetensors")
     images = torch.rand(2, 3, 300, 420, generator=torch.Generator().manual_seed(0))
     outputs = [encode_image(model, images, width=384, height=256) for model in (reference, from_pt, from_safetensors)]
     assert outputs[0].shape == (2, 16, 6, 9)
@@ -71,16 +65,16 @@ def test_pt_with_effnet_state_dict_and_safetensors_give_the_same_output(models):
     assert not from_pt.training and not any(p.requires_grad for p in from_pt.parameters())
 
 
-def test_loading_in_bf16_stays_close(models):
+def test_loading_in_bf16_stays_close(demo_models):
     images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
-    full = encode_image(load_effnet_encoder(models / "model_v2_stage_b.pt"), images, width=256, height=256)
-    half = encode_image(load_effnet_encoder(models / "model_v2_stage_b.pt", dtype=torch.bfloat16), images,
+    full = encode_image(load_effnet_encoder(demo_models / "model_v2_stage_b.pt"), images, width=256, height=256)
+    half = encode_image(load_effnet_encoder(demo_models / "model_v2_stage_b.pt", dtype=torch.bfloat16), images,
                         width=256, height=256)
     assert half.dtype == torch.bfloat16
     assert (half.float() - full).abs().max() < 0.1 * full.abs().max()
 
 
-def test_a_v3_encoder_file_is_refused_by_the_loader_node(models, monkeypatch, tmp_path):
+def test_a_v3_encoder_file_is_refused_by_the_loader_node(demo_models, monkeypatch, tmp_path):
     v3 = {key: tensor for key, tensor in demo_effnet().state_dict().items()
           if key not in ("mapper.1.weight", "mapper.1.bias")}
     from safetensors.torch import save_file
@@ -94,8 +88,8 @@ def test_a_v3_encoder_file_is_refused_by_the_loader_node(models, monkeypatch, tm
 # ---------------------------------------------------------------- the formula and the preprocessing
 
 @torch.no_grad()
-def test_output_is_mapper_of_features_computed_independently(models):
-    encoder = load_effnet_encoder(models / "model_v2_stage_b.pt")
+def test_output_is_mapper_of_features_computed_independently(demo_models):
+    encoder = load_effnet_encoder(demo_models / "model_v2_stage_b.pt")
     weights = encoder.state_dict()
     features = torchvision.models.efficientnet_v2_s(weights=None).features.eval()
     features.load_state_dict({key.removeprefix("backbone."): tensor for key, tensor in weights.items()

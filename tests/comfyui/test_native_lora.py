@@ -1,7 +1,8 @@
 """ComfyUI's stock LoRA loading (LoraLoaderModelOnly's code path, comfy.sd.load_lora_for_models) patches a Würstchen
-prior MODEL in every naming family prior LoRAs are saved in; the result equals W + strength·scale·B·A computed
-independently (diffusers' load_lora_weights needs peft, which the test venvs lack), also when ComfyUI streams the
-weights in low-VRAM mode. A LoRA that matches nothing is an error and leaves the model unpatched."""
+prior MODEL in every naming family prior LoRAs are saved in. The diffusers/peft `prior.` form matches diffusers' own
+load_lora_weights + fuse_lora; every form matches W + strength·scale·B·A (which that test ties to diffusers); both
+also when ComfyUI streams the weights in low-VRAM mode. A LoRA that matches nothing is an error and leaves the model
+unpatched."""
 
 import copy
 
@@ -26,8 +27,9 @@ FORMS = {
 def env():
     pack = comfyui()
     from core import StageCPrior
-    from tiny import TINY_PRIOR, randomize_
-    reference = randomize_(StageCPrior(**TINY_PRIOR), 3)
+    from tiny import TINY_PRIOR, reference_pipelines, twin
+    prior_pipe = reference_pipelines(seed=3)[0]
+    reference = twin(StageCPrior, TINY_PRIOR, prior_pipe.prior)
     network = StageCPrior(**TINY_PRIOR, operations=layer_operations(pack))
     network.load_state_dict(reference.state_dict())
     cpu = torch.device("cpu")
@@ -40,7 +42,7 @@ def env():
                    torch.randn(TINY_PRIOR["c"], RANK, generator=generator) * 0.05) for m in targets}
     inputs = (torch.randn(2, 16, 4, 6, generator=generator), torch.tensor([0.7, 0.3]),
               torch.randn(2, 77, TINY_PRIOR["c_cond"], generator=generator))
-    return dict(pack=pack, model=model, reference=reference, factors=factors, inputs=inputs)
+    return dict(pack=pack, model=model, reference=reference, factors=factors, inputs=inputs, prior_pipe=prior_pipe)
 
 
 def layer_operations(pack):
@@ -68,6 +70,18 @@ def expected_output(env, form: str) -> torch.Tensor:
     return fused(*env["inputs"])
 
 
+def patched_output(patched, inputs, streaming: bool) -> torch.Tensor:
+    if streaming:  # a 1-byte budget: every layer streams its weight through ComfyUI's cast, patched on the fly
+        patched.load(torch.device("cpu"), lowvram_model_memory=1)
+        assert patched.model.model_lowvram
+    else:
+        patched.patch_model()
+    try:
+        return patched.model.diffusion_model(*inputs)
+    finally:
+        patched.unpatch_model()
+
+
 def load_lora(env, lora):
     import comfy.sd
     return comfy.sd.load_lora_for_models(env["model"], None, lora, STRENGTH, 0.0)[0]
@@ -85,17 +99,26 @@ def test_stock_lora_loader_patches_every_form(env, form, streaming):
     expected = expected_output(env, form)
     plain = env["reference"](*env["inputs"])
     assert (expected - plain).abs().max() > 1e-3  # the LoRA changes the output, so the comparison means something
-    if streaming:  # a 1-byte budget: every layer streams its weight through ComfyUI's cast, patched on the fly
-        patched.load(torch.device("cpu"), lowvram_model_memory=1)
-        assert patched.model.model_lowvram
-    else:
-        patched.patch_model()
-    try:
-        got = patched.model.diffusion_model(*env["inputs"])
-    finally:
-        patched.unpatch_model()
+    got = patched_output(patched, env["inputs"], streaming)
     assert (got - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max())
     assert (env["model"].model.diffusion_model(*env["inputs"]) - plain).abs().max() == 0  # nothing left patched
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("streaming", [False, True])
+def test_diffusers_prior_lora_matches_diffusers_fused_result(env, streaming):
+    """The file diffusers' WuerstchenPriorPipeline.load_lora_weights reads (peft names under `prior.`), fused by
+    diffusers at the same strength, against ComfyUI's stock loader on the pack's MODEL."""
+    pytest.importorskip("peft", reason="diffusers loads LoRAs through peft: pip install -r requirements-dev.txt")
+    lora = lora_file("peft_prior", env["factors"])
+    pipe = copy.deepcopy(env["prior_pipe"])
+    pipe.load_lora_weights({key: tensor.clone() for key, tensor in lora.items()})
+    pipe.fuse_lora(components=["prior"], lora_scale=STRENGTH)
+    fused_by_diffusers = pipe.prior(*env["inputs"])
+    assert (fused_by_diffusers - env["prior_pipe"].prior(*env["inputs"])).abs().max() > 1e-3  # the LoRA took effect
+    assert (expected_output(env, "peft_prior") - fused_by_diffusers).abs().max() <= 1e-5  # the formula is diffusers'
+    got = patched_output(load_lora(env, lora), env["inputs"], streaming)
+    assert (got - fused_by_diffusers).abs().max() <= 1e-5 * max(1.0, fused_by_diffusers.abs().max())
 
 
 def test_lora_that_matches_nothing_is_an_error(env):
@@ -137,16 +160,7 @@ def test_decoder_loras_in_the_same_families(env, prefix, streaming):
     inputs = (torch.randn(1, 4, 16, 16, generator=generator), torch.tensor([0.4]),
               torch.randn(1, 16, 3, 3, generator=generator), torch.randn(1, 77, TINY_DECODER["clip_embd"],
                                                                          generator=generator))
-    patched = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0]
-    if streaming:
-        patched.load(torch.device("cpu"), lowvram_model_memory=1)
-        assert patched.model.model_lowvram
-    else:
-        patched.patch_model()
-    try:
-        got = patched.model.diffusion_model(*inputs)
-    finally:
-        patched.unpatch_model()
+    got = patched_output(comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)[0], inputs, streaming)
     want = expected(*inputs)
     assert (want - reference(*inputs)).abs().max() > 1e-3
     assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max())
