@@ -13,10 +13,11 @@ from .models import VQ_SCALE_FACTOR, EfficientNetEncoder, PaellaVQ, StageBDecode
 from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,
                        vq_encode)
 from .safe_paths import is_regular_file_or_folder, path_inside, shown
-from .scheduler import DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
+from .scheduler import (ALPHA_CUMPROD_RANGE, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, cosine_alpha_cumprod,
+                        noise_ratio_for_alpha_cumprod, stage_c_timesteps, timestep_grid)
 from .speed import compile_denoisers, graphed_step
 from .stages import (DTYPE_NAMES, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_DIM_SCALE, LATENT_MEAN,
                      LATENT_STD, RESOLUTION_MULTIPLE, SUPPORTED_DTYPES, decoder_memory_bytes, prior_memory_bytes,
-                     stage_b_size, stage_c_size, vq_decode_memory_bytes)
+                     stage_b_size, stage_c_size, step_memory_bytes, vq_decode_memory_bytes)
 from .text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
 from .validation import NonFiniteOutputError, check_image_size, check_prompt_text

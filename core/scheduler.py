@@ -1,11 +1,15 @@
 """The DDPM-Würstchen sampler: cosine ᾱ schedule over continuous noise ratios t ∈ [0, 1]."""
 
+import math
+
 import numpy as np
 import torch
 
 from .validation import check_positive_int, check_denoise
 
 REFERENCE_STAGE_C_STEPS = 29
+COSINE_S = 0.008  # the released schedule's offset s
+ALPHA_CUMPROD_RANGE = (1e-4, 0.9999)  # the reference clamps ᾱ to this range
 
 
 def stage_c_timesteps(steps: int = REFERENCE_STAGE_C_STEPS) -> list[float]:
@@ -24,22 +28,31 @@ def stage_c_timesteps(steps: int = REFERENCE_STAGE_C_STEPS) -> list[float]:
 DEFAULT_STAGE_C_TIMESTEPS = stage_c_timesteps(REFERENCE_STAGE_C_STEPS)
 
 
-class DDPMWuerstchenScheduler:
-    """ᾱ(t) = cos²(((t+s)/(1+s))·π/2) / cos²((s/(1+s))·π/2), clamped to [1e-4, 0.9999]; released s=0.008, scaler=1."""
+def cosine_alpha_cumprod(t: torch.Tensor, s: float = COSINE_S) -> torch.Tensor:
+    """ᾱ(t) = cos²(((t+s)/(1+s))·π/2) / cos²((s/(1+s))·π/2), unclamped, in t's dtype but at least fp32."""
+    s = torch.tensor([s], dtype=torch.promote_types(t.dtype, torch.float32), device=t.device)
+    return torch.cos((t + s) / (1 + s) * torch.pi * 0.5) ** 2 / torch.cos(s / (1 + s) * torch.pi * 0.5) ** 2
 
-    def __init__(self, s: float = 0.008, scaler: float = 1.0):
+
+def noise_ratio_for_alpha_cumprod(alpha_cumprod: torch.Tensor, s: float = COSINE_S) -> torch.Tensor:
+    """The inverse of ``cosine_alpha_cumprod`` for t ∈ [0, 1], in ``alpha_cumprod``'s dtype."""
+    init = math.cos(s / (1 + s) * math.pi * 0.5) ** 2
+    return (alpha_cumprod * init).clamp(0, 1).sqrt().acos() / (math.pi * 0.5) * (1 + s) - s
+
+
+class DDPMWuerstchenScheduler:
+    """The cosine ᾱ(t) (``cosine_alpha_cumprod``) clamped to ``ALPHA_CUMPROD_RANGE``; released s=0.008, scaler=1."""
+
+    def __init__(self, s: float = COSINE_S, scaler: float = 1.0):
         self.scaler = scaler
-        self.s = torch.tensor([s])
-        self._init_alpha_cumprod = torch.cos(self.s / (1 + self.s) * torch.pi * 0.5) ** 2
+        self.s = s
 
     def alpha_cumprod(self, t: torch.Tensor) -> torch.Tensor:
         if self.scaler > 1:
             t = 1 - (1 - t) ** self.scaler
         elif self.scaler < 1:
             t = t ** self.scaler
-        s = self.s.to(t.device)
-        alpha_cumprod = torch.cos((t + s) / (1 + s) * torch.pi * 0.5) ** 2 / self._init_alpha_cumprod.to(t.device)
-        return alpha_cumprod.clamp(0.0001, 0.9999)
+        return cosine_alpha_cumprod(t, self.s).clamp(*ALPHA_CUMPROD_RANGE)
 
     def step(self, eps: torch.Tensor, t: torch.Tensor, prev_t: torch.Tensor, sample: torch.Tensor,
              noise: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ SUPPORTED_DTYPES = {
     "text_encoder": (torch.float16, torch.bfloat16, torch.float32),  # transformers' CLIP computes in its storage dtype
 }
 
-# Rough activation bytes, for ComfyUI's memory planning (fp16/bf16, guidance included).
-_PRIOR_BYTES_PER_LATENT_PIXEL = 200_000       # per Stage C latent pixel and image
-_DECODER_BYTES_PER_LATENT_PIXEL = 12_000      # per Stage B latent pixel and image
+# Rough activation bytes of one denoiser step per latent pixel and model row (fp16/bf16), for ComfyUI's memory
+# planning; guidance runs two rows per image.
+_STEP_BYTES_PER_LATENT_PIXEL_AND_ROW = {"prior": 100_000, "decoder": 6_000}
+_GUIDANCE_ROWS = 2
 _VQ_DECODE_BYTES_PER_LATENT_PIXEL = 4 * 768 * 3 * 4  # largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32
-
 
 def stage_c_size(height: int, width: int) -> tuple[int, int]:
     return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
@@ -41,14 +41,20 @@ def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
     return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
 
 
+def step_memory_bytes(stage: str, rows: int, latent_hw: Sequence[int]) -> int:
+    """Activation memory of one ``stage`` ("prior" or "decoder") step on ``rows`` latents of size ``latent_hw``."""
+    return rows * math.prod(latent_hw) * _STEP_BYTES_PER_LATENT_PIXEL_AND_ROW[stage]
+
+
 def prior_memory_bytes(images: int, width: int, height: int) -> int:
-    """Activation memory of one prior step for ``images`` images of width × height pixels."""
-    return images * math.prod(stage_c_size(height, width)) * _PRIOR_BYTES_PER_LATENT_PIXEL
+    """Activation memory of one prior step for ``images`` images of width × height pixels, guidance included."""
+    return step_memory_bytes("prior", images * _GUIDANCE_ROWS, stage_c_size(height, width))
 
 
 def decoder_memory_bytes(images: int, stage_c_hw: Sequence[int]) -> int:
-    """Activation memory of one decoder step for ``images`` Stage C latents of size ``stage_c_hw``."""
-    return images * math.prod(stage_b_size(stage_c_hw)) * _DECODER_BYTES_PER_LATENT_PIXEL
+    """Activation memory of one decoder step for ``images`` Stage C latents of size ``stage_c_hw``, guidance
+    included."""
+    return step_memory_bytes("decoder", images * _GUIDANCE_ROWS, stage_b_size(stage_c_hw))
 
 
 def vq_decode_memory_bytes(stage_b_hw: Sequence[int]) -> int:

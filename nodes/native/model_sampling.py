@@ -5,27 +5,21 @@ t = 0.9936, so a first step at σ_max feeds the model r = 0.9936. The reference 
 σ_max back to exactly 1 and inverts σ → t in float64, so the r a step feeds the model is the grid's own value.
 """
 
-import math
-
 import comfy.model_sampling
 import torch
 
-COSINE_S = 0.008
-ALPHA_CUMPROD_MIN, ALPHA_CUMPROD_MAX = 1e-4, 0.9999  # the reference scheduler's clamp
+from ...core import ALPHA_CUMPROD_RANGE, cosine_alpha_cumprod, noise_ratio_for_alpha_cumprod
 
 
-def alpha_cumprod(t: torch.Tensor) -> torch.Tensor:
+def alpha_cumprod(t) -> torch.Tensor:
     """ᾱ(t) in float64, clamped as the reference clamps it."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    init = math.cos(COSINE_S / (1 + COSINE_S) * math.pi * 0.5) ** 2
-    return (torch.cos((t + COSINE_S) / (1 + COSINE_S) * math.pi * 0.5) ** 2 / init).clamp(ALPHA_CUMPROD_MIN,
-                                                                                            ALPHA_CUMPROD_MAX)
+    return cosine_alpha_cumprod(torch.as_tensor(t, dtype=torch.float64)).clamp(*ALPHA_CUMPROD_RANGE)
 
 
 def sigma_for_ratio(t) -> torch.Tensor:
     """σ = √((1 − ᾱ)/ᾱ) for noise ratios t, float64; t = 0 gives σ = 0 (ComfyUI's 'clean sample')."""
     t = torch.as_tensor(t, dtype=torch.float64)
-    a = alpha_cumprod(t)
+    a = alpha_cumprod(t).reshape(t.shape)
     return torch.where(t == 0, torch.zeros_like(t), ((1 - a) / a).sqrt())
 
 
@@ -35,9 +29,7 @@ SIGMA_MAX = float(sigma_for_ratio(1.0))
 def ratio_for_sigma(sigma: torch.Tensor) -> torch.Tensor:
     """The inverse of ``sigma_for_ratio`` (float64 maths, result in float32): σ ≥ σ_max → 1, σ = 0 → 0."""
     s64 = sigma.double()
-    var = 1.0 / (s64 * s64 + 1.0)
-    init = math.cos(COSINE_S / (1 + COSINE_S) * math.pi * 0.5) ** 2
-    t = (var * init).clamp(0, 1).sqrt().acos() / (math.pi * 0.5) * (1 + COSINE_S) - COSINE_S
+    t = noise_ratio_for_alpha_cumprod(1.0 / (s64 * s64 + 1.0))
     t = torch.where(s64 >= SIGMA_MAX * (1 - 1e-6), torch.ones_like(t), t)
     t = torch.where(s64 <= 0, torch.zeros_like(t), t.clamp(0, 1))
     return t.float()

@@ -4,18 +4,14 @@
 sampler's σ reaches it as the reference's noise ratio r through ``WuerstchenSampling``.
 """
 
-import math
-
 import comfy.conds
 import comfy.model_base
 import comfy.model_management
 import torch
 
-from ...core import LATENT_DIM_SCALE
+from ...core import LATENT_DIM_SCALE, step_memory_bytes
 from .model_sampling import WuerstchenSampling
 
-# Rough activation bytes per latent pixel and model row (fp16/bf16), for ComfyUI's memory planning.
-PRIOR_BYTES_PER_PIXEL, DECODER_BYTES_PER_PIXEL = 100_000, 6_000
 
 
 class RunCache:
@@ -59,7 +55,6 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
     IS_WUERSTCHEN_MODEL = True  # what the LoRA key maps look for (see lora.py)
     STAGE = ""
     LATENT_NAME = ""
-    BYTES_PER_PIXEL = 0
 
     def __init__(self, model_config, diffusion_model: torch.nn.Module, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.STABLE_CASCADE, device=device)
@@ -109,11 +104,11 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         return out
 
     def memory_required(self, input_shape, cond_shapes={}):
-        return input_shape[0] * math.prod(input_shape[2:]) * self.BYTES_PER_PIXEL
+        return step_memory_bytes(self.STAGE, input_shape[0], input_shape[2:])
 
 
 class WuerstchenPriorModel(_WuerstchenModel):
-    STAGE, LATENT_NAME, BYTES_PER_PIXEL = "prior", "Stage C latent", PRIOR_BYTES_PER_PIXEL
+    STAGE, LATENT_NAME = "prior", "Stage C latent"
 
     @property
     def text_width(self) -> int:
@@ -124,7 +119,7 @@ class WuerstchenPriorModel(_WuerstchenModel):
 
 
 class WuerstchenDecoderModel(_WuerstchenModel):
-    STAGE, LATENT_NAME, BYTES_PER_PIXEL = "decoder", "Stage B latent", DECODER_BYTES_PER_PIXEL
+    STAGE, LATENT_NAME = "decoder", "Stage B latent"
 
     @property
     def text_width(self) -> int:
