@@ -6,8 +6,9 @@ import torch
 
 from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet_encoder
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
-from .images import image_pixels, size_errors
+from .images import image_pixels, size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip
+from .queue_checks import input_problems
 from .wiring import EFFNET, make_latent
 
 FILES = ("The original model_v2_stage_b.pt of dome272/wuerstchen (its effnet_state_dict is used) or a .safetensors "
@@ -56,7 +57,7 @@ class WuerstchenEfficientNetEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": 256, "max": 4096, "step": 128}
+        size = size_options()
         return {"required": {
             "effnet": (EFFNET, {"tooltip": "The encoder from the Würstchen EfficientNet Loader."}),
             "image": ("IMAGE", {"tooltip": "Images of any size (grayscale, RGB or RGBA; alpha is ignored)."}),
@@ -68,7 +69,7 @@ class WuerstchenEfficientNetEncode:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        return size_errors(width=width, height=height)
+        return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def encode(self, effnet, image, width, height):
         pixels = image_pixels(image, "image")

@@ -1,9 +1,9 @@
-"""ComfyUI IMAGE inputs: checked and turned into the engine's (batch, 3, height, width) layout, and image sizes
-checked in pixels, naming the input, so a mismatch reads as the user set it up rather than in latent units."""
-
+"""ComfyUI IMAGE inputs checked and turned into the engine's (batch, 3, height, width) layout, the image-size widgets,
+and image sizes checked in pixels, naming the input, so a mismatch reads as the user set it up, not in latent units."""
 import torch
 
-from ..core import check_image_size, stage_b_size, stage_c_size, to_rgb
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, RESOLUTION_MULTIPLE, stage_b_size,
+                   stage_c_size, to_rgb)
 
 VQ_PIXELS_PER_LATENT = 4  # Stage B latent pixel → image pixels
 
@@ -17,23 +17,16 @@ def image_pixels(image, input_name: str) -> torch.Tensor:
     return to_rgb(image.movedim(-1, 1), input_name)
 
 
-def size_errors(allow_zero: bool = False, **sizes) -> str | bool:
-    """Queue-time check of constant width/height for VALIDATE_INPUTS (linked inputs arrive as None). ComfyUI shows
-    the one message under each input the check reads, so it names every bad input with its own problem."""
-    problems = []
-    for name, value in sizes.items():
-        if value is None or (allow_zero and value == 0):
-            continue
-        try:
-            check_image_size(name, value)
-        except ValueError as error:
-            problems.append(str(error) + (" (or 0 to keep the image's size)" if allow_zero else ""))
-    return "; ".join(problems) or True
+def size_options(keep_allowed: bool = False) -> dict:
+    """An image width or height widget: 1024 by default in the sizes the stages take; with ``keep_allowed`` 0 (the
+    default) means "keep the image's own size"."""
+    low = 0 if keep_allowed else IMAGE_SIZE_MIN
+    return {"default": 0 if keep_allowed else 1024, "min": low, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
 
 
 def stage_c_pixels(latent_hw) -> str:
     """The image size a Stage C latent stands for: 3 latent pixels per 128 image pixels."""
-    sides = [side * 128 // 3 if side % 3 == 0 else round(side * 42.67) for side in latent_hw]
+    sides = [round(side * RESOLUTION_MULTIPLE) for side in latent_hw]
     return f"{sides[1]}×{sides[0]} px"
 
 

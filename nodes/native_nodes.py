@@ -6,9 +6,10 @@ The heavy lifting lives in ``nodes/native`` (imported inside the functions, so t
 
 import torch
 
-from ..core import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, check_image_size, stage_b_size, stage_c_size
+from ..core import check_image_size, stage_b_size, stage_c_size
 from . import native
 from .comfy_bridge import intermediate_device, list_models, resolve_model
+from .images import size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
 from .queue_checks import input_problems
 from .wiring import TEXT_ENCODER, make_latent
@@ -139,7 +140,7 @@ class WuerstchenEmptyLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
+        size = size_options()
         return {"required": {
             "width": ("INT", dict(size, tooltip="Image width in pixels (multiple of 128).")),
             "height": ("INT", dict(size, tooltip="Image height in pixels (multiple of 128).")),

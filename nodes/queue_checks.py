@@ -29,10 +29,13 @@ def _options(spec: dict, name: str) -> dict:
 
 def _problem(name: str, value, options: dict) -> str | None:
     if name in ("width", "height"):
+        keep_allowed = options.get("min") == 0  # 0 keeps the image's own size (see images.size_options)
+        if keep_allowed and value == 0:
+            return None
         try:
             check_image_size(name, value)
         except ValueError as error:
-            return str(error)
+            return str(error) + (" (or 0 to keep the image's size)" if keep_allowed else "")
         return None
     low, high = options.get("min"), options.get("max")
     expected = f"use a number between {low} and {high}" if low is not None and high is not None else "use a number"

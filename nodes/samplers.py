@@ -2,12 +2,11 @@
 
 import torch
 
-from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, compile_denoisers,
-                    decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior, seed_generators,
-                    stage_c_timesteps)
+from ..core import (compile_denoisers, decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior,
+                    seed_generators, stage_c_timesteps)
 from . import native
 from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
-from .images import check_decoder_start_size, check_prior_start_size
+from .images import check_decoder_start_size, check_prior_start_size, size_options
 from .preview import latent_preview
 from .queue_checks import input_problems
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
@@ -42,7 +41,7 @@ class WuerstchenPriorSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": IMAGE_SIZE_MIN, "max": IMAGE_SIZE_MAX, "step": IMAGE_SIZE_STEP}
+        size = size_options()
         return {
             "required": {
                 "prior": (PRIOR + ",MODEL", {"tooltip": "The prior from the Würstchen Prior Loader, or a Würstchen "

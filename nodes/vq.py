@@ -4,7 +4,8 @@ import torch
 
 from ..core import resize_and_crop, vq_decode, vq_decode_memory_bytes, vq_encode
 from .comfy_bridge import activate, check_interrupted, intermediate_device
-from .images import image_pixels, size_errors
+from .images import image_pixels, size_options
+from .queue_checks import input_problems
 from .wiring import VQGAN, latent_samples, make_latent
 
 
@@ -44,7 +45,7 @@ class WuerstchenVQEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 0, "min": 0, "max": 4096, "step": 128}
+        size = size_options(keep_allowed=True)
         return {
             "required": {
                 "vqgan": (VQGAN, {"tooltip": "The VQGAN from the Würstchen VQGAN Loader."}),
@@ -61,7 +62,7 @@ class WuerstchenVQEncode:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        return size_errors(allow_zero=True, width=width, height=height)
+        return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def encode(self, vqgan, image, width=0, height=0):
         pixels = image_pixels(image, "image")

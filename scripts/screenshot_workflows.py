@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES = ROOT / "example_workflows"
-WORKFLOWS = ("wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation")
+WORKFLOWS = tuple(sorted(path.stem for path in EXAMPLES.glob("*.json")))
 VIEWPORT = {"width": 1600, "height": 900}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Written to BASE/user/default/comfy.settings.json before the page opens: no first-run template dialog, and no
