@@ -60,3 +60,21 @@ def decoder_memory_bytes(images: int, stage_c_hw: Sequence[int]) -> int:
 def vq_decode_memory_bytes(stage_b_hw: Sequence[int]) -> int:
     """Activation memory of decoding one Stage B latent of size ``stage_b_hw`` to pixels."""
     return math.prod(stage_b_hw) * _VQ_DECODE_BYTES_PER_LATENT_PIXEL
+
+
+PRIOR_LEVELS, BLOCKS_PER_PRIOR_LEVEL = 32, 3  # the released depth; a ResBlock, a TimestepBlock, an AttnBlock each
+DECODER_LEVELS = 4  # resolutions, level 0 the finest; ``up_blocks`` run from the coarsest level back to it
+
+
+def network_parts(stage: str) -> dict[str, tuple[str, ...]]:
+    """The parts of the ``stage`` ("prior" or "decoder") denoiser in network order, each with the state-dict key
+    prefixes it covers, so that a block merge can weigh them apart. Together they cover every key."""
+    if stage == "prior":
+        levels = {f"level_{level:02d}": tuple(f"blocks.{level * BLOCKS_PER_PRIOR_LEVEL + block}."
+                                             for block in range(BLOCKS_PER_PRIOR_LEVEL))
+                  for level in range(PRIOR_LEVELS)}
+        return {"projection": ("projection.",), "cond_mapper": ("cond_mapper.",), **levels, "out": ("out.",)}
+    down = {f"down_{level}": (f"down_blocks.{level}.",) for level in range(DECODER_LEVELS)}
+    up = {f"up_{level}": (f"up_blocks.{DECODER_LEVELS - 1 - level}.",) for level in reversed(range(DECODER_LEVELS))}
+    return {"embedding": ("embedding.",), "clip_mapper": ("clip_mapper.",), "effnet_mappers": ("effnet_mappers.",),
+            **down, **up, "clf": ("clf.",)}

@@ -3,6 +3,7 @@
 from .comfy_bridge import register_model_folder
 from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
+from .merge_nodes import WuerstchenDecoderMergeBlocks, WuerstchenPriorMergeBlocks
 from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
                            WuerstchenPriorCheckpointLoader, WuerstchenPriorModelLoader, WuerstchenSampler,
                            WuerstchenSigmas, WuerstchenVAELoader)
@@ -33,6 +34,8 @@ NODE_DISPLAY_NAMES = {
     WuerstchenSigmas: "Würstchen Sigmas (reference schedule)",
     WuerstchenSampler: "Würstchen DDPM Sampler (reference)",
     WuerstchenVAELoader: "Würstchen VAE Loader (Stage A)",
+    WuerstchenPriorMergeBlocks: "Würstchen Prior Block Merge",
+    WuerstchenDecoderMergeBlocks: "Würstchen Decoder Block Merge",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}
