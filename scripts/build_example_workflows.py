@@ -290,7 +290,7 @@ def native_reference() -> list[Node]:
 def native_prior_lora() -> list[Node]:
     """The stock KSampler graph with a prior LoRA (diffusers, OneTrainer or kohya naming) via LoraLoaderModelOnly."""
     nodes = {n.id: n for n in native_ksampler()}
-    nodes[11] = Node(11, "LoraLoaderModelOnly", (380, 1120), {
+    nodes[11] = Node(11, "LoraLoaderModelOnly", (760, 340), {
         "model": (1, 0), "lora_name": "wuerstchen_prior_lora.safetensors", "strength_model": 1.0}, "Prior LoRA")
     nodes[8].inputs["model"] = (11, 0)
     nodes[20].inputs["filename_prefix"] = "wuerstchen_lora"
