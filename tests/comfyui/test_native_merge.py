@@ -119,11 +119,11 @@ def test_all_halves_equal_model_merge_simple(priors):
 
 @torch.no_grad()
 def test_decoder_block_merge_covers_every_decoder_weight():
+    pack, cpu = comfyui(), torch.device("cpu")  # first: without ComfyUI it skips, saying how to run the test
     import comfy.ops
 
     from core import StageBDecoder, network_parts
     from tiny import TINY_DECODER, randomize_
-    pack, cpu = comfyui(), torch.device("cpu")
     decoders = []
     for seed in (3, 4):
         network = StageBDecoder(**TINY_DECODER, operations=comfy.ops.disable_weight_init)
