@@ -66,15 +66,27 @@ PRIOR_LEVELS, BLOCKS_PER_PRIOR_LEVEL = 32, 3  # the released depth; a ResBlock, 
 DECODER_LEVELS = 4  # resolutions, level 0 the finest; ``up_blocks`` run from the coarsest level back to it
 
 
-def network_parts(stage: str) -> dict[str, tuple[str, ...]]:
+def network_parts(stage: str, config: dict | None = None) -> dict[str, tuple[str, ...]]:
     """The parts of the ``stage`` ("prior" or "decoder") denoiser in network order, each with the state-dict key
-    prefixes it covers, so that a block merge can weigh them apart. Together they cover every key."""
+    prefixes it covers, so that a block merge can weigh them apart. Together they cover every key.
+
+    The parts are those of the released networks; ``config`` (a network's own) maps them onto a smaller one, whose
+    missing parts cover no key. The decoder's ``up_blocks`` count from its coarsest level, so their numbering
+    depends on how many levels it has. A network larger than the released one raises ValueError.
+    """
     if stage == "prior":
+        depth = (config or {}).get("depth", PRIOR_LEVELS)
+        if depth > PRIOR_LEVELS:
+            raise ValueError(f"this prior has depth {depth}; block merging knows at most {PRIOR_LEVELS} levels")
         levels = {f"level_{level:02d}": tuple(f"blocks.{level * BLOCKS_PER_PRIOR_LEVEL + block}."
                                              for block in range(BLOCKS_PER_PRIOR_LEVEL))
                   for level in range(PRIOR_LEVELS)}
         return {"projection": ("projection.",), "cond_mapper": ("cond_mapper.",), **levels, "out": ("out.",)}
+    count = len(config["c_hidden"]) if config else DECODER_LEVELS
+    if count > DECODER_LEVELS:
+        raise ValueError(f"this decoder has {count} levels; block merging knows at most {DECODER_LEVELS}")
     down = {f"down_{level}": (f"down_blocks.{level}.",) for level in range(DECODER_LEVELS)}
-    up = {f"up_{level}": (f"up_blocks.{DECODER_LEVELS - 1 - level}.",) for level in reversed(range(DECODER_LEVELS))}
+    up = {f"up_{level}": (f"up_blocks.{count - 1 - level}.",) if level < count else ()
+          for level in reversed(range(DECODER_LEVELS))}
     return {"embedding": ("embedding.",), "clip_mapper": ("clip_mapper.",), "effnet_mappers": ("effnet_mappers.",),
             **down, **up, "clf": ("clf.",)}

@@ -52,7 +52,8 @@ def test_v1_contract(node_id, model_dirs):
     optional = set(cls.INPUT_TYPES().get("optional", {}))
     named = {name for name, p in parameters.items() if p.kind != p.VAR_KEYWORD} - {"self"}
     if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):  # one ratio per network part (block merges)
-        assert named < required | optional
+        from core import network_parts
+        assert named < required and required - named == set(network_parts(cls.STAGE))
     else:
         assert named == required | optional
     for name in optional:

@@ -28,5 +28,9 @@ def check_mergeable(stage: str, model1, model2) -> None:
 def merge_parts(stage: str, model1, model2, ratios: dict[str, float]):
     """model1 with each part p of the network set to ratios[p]·model1 + (1 − ratios[p])·model2."""
     check_mergeable(stage, model1, model2)
-    prefix_ratios = {prefix: ratios[part] for part, prefixes in network_parts(stage).items() for prefix in prefixes}
+    try:
+        parts = network_parts(stage, model1.model.diffusion_model.config)
+    except ValueError as error:
+        raise ValueError(f"model1: {error}") from None
+    prefix_ratios = {prefix: ratios[part] for part, prefixes in parts.items() for prefix in prefixes}
     return comfy_extras.nodes_model_merging.ModelMergeBlocks().merge(model1, model2, **prefix_ratios)[0]

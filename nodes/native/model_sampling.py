@@ -12,14 +12,15 @@ from ...core import ALPHA_CUMPROD_RANGE, cosine_alpha_cumprod, noise_ratio_for_a
 
 
 def alpha_cumprod(t) -> torch.Tensor:
-    """ᾱ(t) in float64, clamped as the reference clamps it."""
-    return cosine_alpha_cumprod(torch.as_tensor(t, dtype=torch.float64)).clamp(*ALPHA_CUMPROD_RANGE)
+    """ᾱ(t) in float64 and t's shape, clamped as the reference clamps it."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return cosine_alpha_cumprod(t).clamp(*ALPHA_CUMPROD_RANGE).reshape(t.shape)
 
 
 def sigma_for_ratio(t) -> torch.Tensor:
     """σ = √((1 − ᾱ)/ᾱ) for noise ratios t, float64; t = 0 gives σ = 0 (ComfyUI's 'clean sample')."""
     t = torch.as_tensor(t, dtype=torch.float64)
-    a = alpha_cumprod(t).reshape(t.shape)
+    a = alpha_cumprod(t)
     return torch.where(t == 0, torch.zeros_like(t), ((1 - a) / a).sqrt())
 
 

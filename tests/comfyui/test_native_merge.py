@@ -69,9 +69,9 @@ def test_saved_merge_loads_back_with_the_pack_loader(priors, tmp_path):
 
 # ---------------------------------------------------------------- the pack's block-merge nodes
 
-def part_of(stage: str, key: str) -> str:
+def part_of(stage: str, key: str, config: dict | None = None) -> str:
     from core import network_parts
-    matches = [(len(prefix), part) for part, prefixes in network_parts(stage).items() for prefix in prefixes
+    matches = [(len(prefix), part) for part, prefixes in network_parts(stage, config).items() for prefix in prefixes
                if key.startswith(prefix)]
     assert matches, f"{key} is in no part"
     return max(matches)[1]
@@ -133,12 +133,28 @@ def test_decoder_block_merge_covers_every_decoder_weight():
     ratios = {part: 0.25 for part in network_parts("decoder")}
     ratios.update(down_0=1.0, up_2=0.0)  # the tiny decoder has levels 0–2; up_2 is its coarsest up level
     first, second = (state_dict(m) for m in decoders)
+    config = decoders[0].model.diffusion_model.config
     (merged,) = pack.NODE_CLASS_MAPPINGS["WuerstchenDecoderMergeBlocks"]().merge(*decoders, **ratios)
     for key, value in merged_state_dict(merged).items():
-        ratio = ratios[part_of("decoder", key)]
+        ratio = ratios[part_of("decoder", key, config)]
         assert torch.allclose(value, ratio * first[key] + (1 - ratio) * second[key], atol=1e-6), key
-    assert any(key.startswith("up_blocks.1.") for key in first)  # up_blocks run coarse → fine: up_blocks.1 is up_1
+    # up_blocks run coarse → fine, so their numbers depend on the level count: 3 levels here, 4 when released
+    assert len(config["c_hidden"]) == 3 and any(key.startswith("up_blocks.2.") for key in first)
+    assert part_of("decoder", "up_blocks.0.0.depthwise.weight", config) == "up_2"
+    assert part_of("decoder", "up_blocks.2.0.depthwise.weight", config) == "up_0"
     assert part_of("decoder", "up_blocks.0.0.depthwise.weight") == "up_3"
+    assert part_of("decoder", "up_blocks.3.0.depthwise.weight") == "up_0"
+    assert network_parts("decoder", config)["up_3"] == ()
+
+
+def test_prior_parts_follow_the_released_block_order():
+    from core import network_parts
+    parts = network_parts("prior")
+    assert list(parts)[:3] == ["projection", "cond_mapper", "level_00"] and list(parts)[-1] == "out"
+    assert [part_of("prior", f"blocks.{block}.attention.to_q.weight") for block in (0, 2, 3, 10, 95)] == [
+        "level_00", "level_00", "level_01", "level_03", "level_31"]
+    assert part_of("prior", "blocks.1.mapper.weight") == "level_00"  # "blocks.1." is not a prefix of "blocks.10."
+    assert part_of("prior", "blocks.10.mapper.weight") == "level_03"
 
 
 def test_block_merge_refuses_mismatched_models_in_one_line(priors):
@@ -158,4 +174,8 @@ def test_block_merge_refuses_mismatched_models_in_one_line(priors):
     decoder_node = pack.NODE_CLASS_MAPPINGS["WuerstchenDecoderMergeBlocks"]()
     with pytest.raises(ValueError, match="model1: got the Würstchen prior MODEL, but this node merges two decoders"):
         decoder_node.merge(priors[0], priors[1], **{part: 0.5 for part in network_parts("decoder")})
+    deeper = StageCPrior(**dict(TINY_PRIOR, depth=33), operations=comfy.ops.disable_weight_init)
+    deeper = native_module(pack, "loading").wrap_network("prior", deeper.eval(), cpu, cpu, torch.float32, torch.float32)
+    with pytest.raises(ValueError, match="model1: this prior has depth 33; block merging knows at most 32 levels"):
+        node.merge(deeper, deeper, **ratios)
     assert not priors[0].patches and not priors[1].patches

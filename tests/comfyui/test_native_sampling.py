@@ -186,3 +186,15 @@ def test_comfyui_step_previews_through_the_latent_format(env, monkeypatch, stage
     _, image, _ = previewer.decode_latent_to_preview_image("JPEG", x0)
     assert image.size == (16, 12)
     assert any(low < high for low, high in image.getextrema())  # not one flat colour
+
+
+def test_model_sampling_maps_sigma_and_noise_ratio_both_ways():
+    sampling = native_module(comfyui(), "model_sampling")
+    assert sampling.alpha_cumprod(0.5).shape == () and sampling.alpha_cumprod([0.5, 1.0]).shape == (2,)
+    grid = torch.linspace(0, 1, 57, dtype=torch.float64)
+    sigmas = sampling.sigma_for_ratio(grid)
+    assert sigmas[0] == 0 and torch.all(sigmas[1:] > sigmas[:-1])  # σ grows with the noise ratio
+    back = sampling.ratio_for_sigma(sigmas)
+    assert back.dtype == torch.float32 and back[0] == 0 and back[-1] == 1  # σ_max gives r = 1, as the reference
+    torch.testing.assert_close(back, grid.float(), atol=1e-6, rtol=0)
+    assert sampling.ratio_for_sigma(torch.tensor([10 * sampling.SIGMA_MAX])).item() == 1.0
