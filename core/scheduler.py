@@ -30,8 +30,9 @@ DEFAULT_STAGE_C_TIMESTEPS = stage_c_timesteps(REFERENCE_STAGE_C_STEPS)
 
 def cosine_alpha_cumprod(t: torch.Tensor, s: float = COSINE_S) -> torch.Tensor:
     """ᾱ(t) = cos²(((t+s)/(1+s))·π/2) / cos²((s/(1+s))·π/2), unclamped, in t's dtype but at least fp32 (fp64 t
-    keeps s = 0.008 exact where the reference rounds it to fp32). The denominator is computed on the CPU, as the
-    reference does, so results match it bit for bit on any device. Shape: t's, broadcast with (1,)."""
+    keeps s = 0.008 exact where the reference rounds it to fp32). The denominator is computed on the CPU and then
+    moved, as the reference computes it, so that a GPU run divides by the same number. Shape: t's, broadcast with
+    (1,)."""
     s = torch.tensor([s], dtype=torch.promote_types(t.dtype, torch.float32))
     init = torch.cos(s / (1 + s) * torch.pi * 0.5) ** 2
     s, init = s.to(t.device), init.to(t.device)
