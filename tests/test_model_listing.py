@@ -1,8 +1,11 @@
-"""The loaders' model list: symlink loops, depth and entry bounds, and the cache, without ComfyUI (issue 9, item 1)."""
+"""The loaders' model list: symlink loops, depth and entry bounds, and the cache, without ComfyUI (issue 9, item 1;
+issue 18, item 7: a crowded or deep sub-folder never hides its siblings, and warm listings stay cheap)."""
 
+import itertools
 import logging
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,14 @@ def models(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv(bridge.MODEL_DIRS_ENV, str(root))
     return root
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The listing cache's clock, moved by hand: now[0] += seconds."""
+    now = [1000.0]
+    monkeypatch.setattr(listing, "_clock", lambda: now[0])
+    return now
 
 
 def weights(path):
@@ -103,11 +114,111 @@ def test_ten_thousand_files_list_fast_and_the_cache_follows_changes(models):
     assert "new.safetensors" in names and "f00000.safetensors" not in names
 
 
-def test_cache_notices_a_new_file_in_a_sub_folder(models):
+def test_cache_notices_a_new_file_in_a_sub_folder_within_seconds(models, clock):
     weights(models / "sub" / "a.safetensors")
     assert bridge.list_models("prior") == ["sub/a.safetensors"]
     weights(models / "sub" / "b.safetensors")
-    assert bridge.list_models("prior") == ["sub/a.safetensors", "sub/b.safetensors"]
+    (models / "sub" / "a.safetensors").rename(models / "sub" / "c.safetensors")
+    assert bridge.list_models("prior") == ["sub/a.safetensors"]  # sub-folders are trusted for a moment
+    clock[0] += listing.REVALIDATE_SECONDS
+    assert bridge.list_models("prior") == ["sub/b.safetensors", "sub/c.safetensors"]
+
+
+def test_a_crowded_sub_folder_does_not_hide_its_siblings(models, caplog):
+    diffusers_folder(models / "wuerstchen-prior", "WuerstchenPrior")
+    diffusers_folder(models / "wuerstchen", "WuerstchenDiffNeXt")
+    crowded = models / "a-crowded"  # read before its siblings: it used to use up the whole folder's budget
+    crowded.mkdir()
+    for index in range(listing.MAX_ENTRIES + 1):
+        (crowded / f"f{index:05d}.safetensors").write_bytes(b"")
+    weights(models / "loras" / "style.safetensors")
+    weights(models / "z-last.safetensors")
+    with caplog.at_level(logging.WARNING):
+        names = bridge.list_models("prior")
+    assert {"wuerstchen-prior", "loras/style.safetensors", "z-last.safetensors"} <= set(names)
+    assert bridge.list_models("decoder")[-3:] == ["loras/style.safetensors", "wuerstchen", "z-last.safetensors"]
+    assert len([name for name in names if name.startswith("a-crowded/")]) == listing.MAX_ENTRIES
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'wuerstchen/a-crowded'" in warnings[0], warnings
+    assert "\n" not in warnings[0] and str(models.parent) not in warnings[0]
+
+
+def test_a_deep_sub_folder_does_not_hide_its_siblings(models, monkeypatch, caplog):
+    monkeypatch.setattr(listing, "MAX_ENTRIES", 20)
+    for path in itertools.product("abc", repeat=4):  # 3 + 9 + 27 + 81 folders: more than this sub-tree's 20
+        (models / "a-deep" / Path(*path)).mkdir(parents=True, exist_ok=True)
+    weights(models / "b-sibling" / "deeper" / "w.safetensors")
+    diffusers_folder(models / "c-prior", "WuerstchenPrior")
+    with caplog.at_level(logging.WARNING):
+        assert bridge.list_models("prior") == ["b-sibling/deeper/w.safetensors", "c-prior"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'wuerstchen/a-deep'" in w for w in warnings) and all("b-sibling" not in w for w in warnings)
+
+
+def test_the_total_bound_still_offers_top_level_models(models, monkeypatch, caplog):
+    monkeypatch.setattr(listing, "MAX_ENTRIES", 10)
+    monkeypatch.setattr(listing, "MAX_TOTAL_ENTRIES", 25)
+    for folder in ("a", "b", "c", "d"):
+        for index in range(10):
+            weights(models / folder / f"{index}.safetensors")
+    diffusers_folder(models / "z-prior", "WuerstchenPrior")
+    with caplog.at_level(logging.WARNING):
+        names = bridge.list_models("prior")
+    assert len(names) == 21 and "z-prior" in names  # 4 top-level folders read from the 25, then 21 weights
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("stopped after 25 entries in all in 'wuerstchen'" in w for w in warnings), warnings
+
+
+class FileSystemCalls:
+    """Counts os.stat and os.scandir calls (pathlib's is_file/exists go through os.stat too)."""
+
+    def __init__(self, monkeypatch):
+        self.stat = self.scandir = 0
+        real_stat, real_scandir = os.stat, os.scandir
+
+        def stat(*args, **kwargs):
+            self.stat += 1
+            return real_stat(*args, **kwargs)
+
+        def scandir(*args, **kwargs):
+            self.scandir += 1
+            return real_scandir(*args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setattr(os, "scandir", scandir)
+
+
+OBJECT_INFO_CALLS = 15  # list_folder calls per model folder in one /object_info (one per loader input and kind)
+
+
+def warm_object_info(kinds=("prior", "decoder", "vqgan", "text_encoder")) -> float:
+    started = time.perf_counter()
+    for call in range(OBJECT_INFO_CALLS):
+        bridge.list_models(kinds[call % len(kinds)])
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("layout", ["5,000 files", "2,000x3 folders"])
+def test_warm_listing_is_cheap_and_stats_only_the_model_folder(models, clock, monkeypatch, layout):
+    if layout == "5,000 files":
+        for index in range(5_000):
+            (models / f"f{index:04d}.safetensors").write_bytes(b"")
+    else:
+        for index in range(2_000):
+            (models / f"t{index:04d}" / "a" / "b").mkdir(parents=True)
+            (models / f"t{index:04d}" / "c").mkdir()
+        weights(models / "t1999" / "a" / "b" / "w.safetensors")
+    bridge.list_models("prior")  # the cold walk
+    folders = len(listing._cache[str(models)].stamps)
+    calls = FileSystemCalls(monkeypatch)
+    seconds = warm_object_info()
+    assert (calls.scandir, calls.stat) == (0, OBJECT_INFO_CALLS), "a warm call stats only the model folder"
+    assert seconds < 0.2 * 5, f"{OBJECT_INFO_CALLS} warm listings took {seconds:.3f} s"  # generous: a shared CPU
+
+    clock[0] += listing.REVALIDATE_SECONDS  # the next check re-stats every folder read, once
+    calls.stat = 0
+    warm_object_info()
+    assert calls.scandir == 0 and calls.stat == OBJECT_INFO_CALLS + folders
 
 
 def test_diffusers_folders_are_one_entry_per_component(models):
