@@ -24,16 +24,43 @@ def generators_for_seed(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed((seed + i) % 2 ** 64) for i in range(count)]
 
 
+# Derived seeds lie in [2**52, 2**53): above every seed ComfyUI's frontend draws (its "randomize" stays below 2**50,
+# as does ComfyUI-Distributed's DistributedSeed, whose workers add 1, 2, … to the master's seed), and exact as
+# JavaScript numbers, so a derived seed typed into a seed widget is the seed the server gets.
+DERIVED_SEED_BITS = 52
+_GOLDEN_GAMMA, _MASK64 = 0x9E3779B97F4A7C15, 2 ** 64 - 1
+
+
+def image_seeds(seed: int, count: int) -> list[int]:
+    """The seed of each image of a batch with per-image seeds: image 0 keeps ``seed``, image i > 0 gets the i-th
+    output of splitmix64 seeded with ``seed`` (Steele et al. 2014; Java's SplittableRandom), moved into
+    [2**52, 2**53).
+
+    So a batch of 1 is unchanged, and consecutive seeds (``seed + k``, as ComfyUI-Distributed gives worker k-1) never
+    share an image: a derived seed cannot equal a seed below 2**52, and two derived seeds of different (seed, i)
+    coincide with probability 2**-52 (splitmix64 is a bijection before its top 52 bits are kept).
+    """
+    seed %= 2 ** 64
+    seeds = [seed]
+    for index in range(1, count):
+        z = (seed + index * _GOLDEN_GAMMA) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+        seeds.append((1 << DERIVED_SEED_BITS) | (z >> (64 - DERIVED_SEED_BITS)))
+    return seeds[:count]
+
+
 def seed_generators(seed: int, batch: int, per_image_seeds: bool = False) -> Generators:
     """The noise source a seed gives a batch of ``batch`` images.
 
     By default one CPU generator seeded with ``seed`` draws the whole batch, as diffusers' pipelines do with
     ``generator=torch.Generator().manual_seed(seed)``, so a batch of N equals ``num_images_per_prompt=N`` (and the
-    batch size changes every image). ``per_image_seeds`` gives image i its own generator seeded ``seed + i`` instead,
-    so each image equals a batch-1 run at that seed.
+    batch size changes every image). ``per_image_seeds`` gives image i its own generator seeded ``image_seeds(seed,
+    batch)[i]`` instead (``generator.initial_seed()``), so each image equals a batch-1 run at that seed.
     """
     if per_image_seeds:
-        return generators_for_seed(seed, batch)
+        return [torch.Generator("cpu").manual_seed(s) for s in image_seeds(seed, batch)]
     return torch.Generator("cpu").manual_seed(seed % 2 ** 64)
 
 

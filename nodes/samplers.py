@@ -5,7 +5,7 @@ import torch
 from ..core import (compile_denoisers, decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior,
                     seed_generators, stage_c_timesteps)
 from . import native
-from .comfy_bridge import ManagedModel, activate, intermediate_device, step_callback
+from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text, step_callback
 from .images import check_decoder_start_size, check_prior_start_size, size_options
 from .preview import latent_preview
 from .queue_checks import input_problems
@@ -16,10 +16,25 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "c
                            "pipelines do (a batch of N = num_images_per_prompt=N at this seed); see per_image_seeds."})
 PER_IMAGE_SEEDS = ("BOOLEAN", {"default": False, "tooltip": (
     "off (default): one seeded generator draws the whole batch, as diffusers' pipelines do, so the batch size changes "
-    "every image. on: image i of the batch gets its own seed, seed + i, so it can be re-made alone at batch size 1.")})
+    "every image. on: each image gets its own seed, shown on the node after a run: image 0 keeps seed, the others "
+    "get seeds mixed from seed and their index, which never meet seed + 1, seed + 2, … (other workers' seeds with "
+    "ComfyUI-Distributed); a batch-1 run at an image's seed re-makes it alone.")})
 PRIOR_SCHEDULES = ["reference", "linear"]
 COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's blocks: faster steps after a warm-up "
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
+
+
+def _generators(seed: int, images: int, per_image_seeds: bool):
+    """The batch's noise source; with per-image seeds, each image's seed is shown on the node."""
+    generators = seed_generators(seed, images, per_image_seeds)
+    if per_image_seeds:
+        show_text(per_image_seed_text([g.initial_seed() for g in generators]))
+    return generators
+
+
+def per_image_seed_text(seeds: list[int]) -> str:
+    return ("per-image seeds (a batch-1 run at image i's seed re-makes it):\n"
+            + "\n".join(f"image {i}: {seed}" for i, seed in enumerate(seeds)))
 
 
 def _resident(model, kind: str, memory_required: int):
@@ -92,7 +107,7 @@ class WuerstchenPriorSampler:
             compile_denoisers(model)
         embeddings = sample_prior(
             model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
-            generator=seed_generators(seed, cond.shape[0] * batch_size, per_image_seeds), init_latent=init,
+            generator=_generators(seed, cond.shape[0] * batch_size, per_image_seeds), init_latent=init,
             denoise=denoise, callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
             **schedule_args)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
@@ -150,6 +165,6 @@ class WuerstchenDecoderSampler:
             compile_denoisers(model)
         latents = sample_decoder(
             model, embeddings, cond, uncond, steps=steps, cfg=cfg,
-            generator=seed_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
+            generator=_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
             callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)
