@@ -34,8 +34,9 @@ def requirements_of(checkout: Path) -> list[Requirement]:
 
 def unmet(requirements, overlay: Path) -> list[str]:
     """The requirements neither the overlay nor the venv satisfies (markers and NEVER excluded)."""
-    installed = {dist.metadata["Name"].lower().replace("_", "-"): dist.version
-                 for dist in metadata.distributions(path=[str(overlay), *sys.path])}
+    installed = {}
+    for dist in metadata.distributions(path=[str(overlay), *sys.path]):  # the overlay shadows the venv
+        installed.setdefault(dist.metadata["Name"].lower().replace("_", "-"), dist.version)
     missing = []
     for requirement in requirements:
         name = requirement.name.lower().replace("_", "-")
