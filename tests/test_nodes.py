@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from core.sampling import image_seeds
 from pack import EXAMPLES, NODES, run_workflow, write_demo_models
 
 EXPECTED_IDS = {"WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
@@ -211,7 +212,7 @@ def test_nodes_leave_their_inputs_unchanged(staged):
 
 def test_with_per_image_seeds_image_i_of_a_batch_is_reproducible_alone(staged):
     batch = prior_sample(staged, seed=5, batch_size=3, per_image_seeds=True)["samples"]
-    third = prior_sample(staged, seed=7)["samples"]
+    third = prior_sample(staged, seed=image_seeds(5, 3)[2])["samples"]  # the seed the node shows for image 2
     assert torch.allclose(batch[2:], third, atol=1e-4 * third.abs().max().item())
     assert not torch.allclose(batch[0], batch[2])
 
