@@ -9,33 +9,53 @@ one is literal text. A prompt without emphasis tokenizes exactly as before, so i
 """
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 
+from .checkpoints.errors import ERROR_MODULE
+
 EMPHASIS = 1.1
+# Bounds a prompt's emphasis must keep (ComfyUI users nest two or three levels and weigh within about 0.5–3): beyond
+# them a weight says nothing a smaller one does not, and 1e308 turns the text states into Inf.
+MAX_NESTING = 32
+MAX_WEIGHT = 100.0
+SHOWN_TEXT = 40  # characters of a prompt quoted in an error
 _CLOSERS = {"(": ")", "[": "]"}
+_BRACKETS = re.compile(r"[()\[\]]")
 # Escaped brackets become private-use characters while parsing, and literal brackets again in the text.
 _ESCAPES = {"\\(": "\ue000", "\\)": "\ue001", "\\[": "\ue002", "\\]": "\ue003"}
 
 Segments = list[tuple[str, float]]
 
 
+class PromptSyntaxError(ValueError):
+    """Emphasis a prompt cannot have: nested too deep, or a weight that is not finite or out of range."""
+
+    __module__ = ERROR_MODULE
+
+
 def parse_prompt(prompt: str) -> Segments:
     """(text, weight) runs of ``prompt`` in order, brackets and explicit weights removed, neighbours of equal weight
     joined, empty runs dropped. ``"a (cat:1.5) [dog]"`` → ``[("a ", 1.0), ("cat", 1.5), (" ", 1.0), ("dog", 1/1.1)]``.
+
+    Raises PromptSyntaxError beyond MAX_NESTING levels or MAX_WEIGHT. Time is linear in the prompt's length (times
+    the nesting, which is bounded): the nesting is measured first in whole-text passes, the brackets are matched
+    once, then each group is read at its own level.
     """
     for escape, placeholder in _ESCAPES.items():
         prompt = prompt.replace(escape, placeholder)
-    merged: Segments = []
-    for text, weight in _weighted_runs(prompt, 1.0):
+    _check_nesting(prompt)
+    merged: list[tuple[list[str], float]] = []
+    for text, weight in _weighted_runs(prompt, _matching_brackets(prompt)):
         if not text:
             continue
         if merged and merged[-1][1] == weight:
-            merged[-1] = (merged[-1][0] + text, weight)
+            merged[-1][0].append(text)
         else:
-            merged.append((text, weight))
-    return [(_unescape(text), weight) for text, weight in merged]
+            merged.append(([text], weight))
+    return [(_unescape("".join(texts)), weight) for texts, weight in merged]
 
 
 def plain_text(segments: Segments) -> str:
@@ -48,65 +68,99 @@ def _unescape(text: str) -> str:
     return text
 
 
-def _weighted_runs(text: str, weight: float) -> Segments:
+def _shown(text: str) -> str:
+    text = _unescape(text)
+    return text if len(text) <= SHOWN_TEXT else text[:SHOWN_TEXT] + "…"
+
+
+def _check_nesting(text: str) -> None:
+    """Refuses more than MAX_NESTING brackets open at once (counting those never closed, which a group could still
+    hold) in a few tensor passes, so a prompt of 100,000 brackets is refused in milliseconds."""
+    if "(" not in text and "[" not in text:
+        return
+    codes = torch.frombuffer(bytearray(text.encode("utf-32-le", "surrogatepass")), dtype=torch.int32)
+    depth = sum(_open_brackets(codes, opener, closer) for opener, closer in _CLOSERS.items())
+    if int(depth.max()) > MAX_NESTING:
+        index = int((depth > MAX_NESTING).nonzero()[0])
+        raise PromptSyntaxError(f"emphasis brackets nest more than {MAX_NESTING} levels deep at "
+                                f"'{_shown(text[index:])}'; use at most {MAX_NESTING} (\\( and \\) are literal "
+                                f"brackets)")
+
+
+def _open_brackets(codes: torch.Tensor, opener: str, closer: str) -> torch.Tensor:
+    """How many ``opener`` brackets are open after each character; a closer with none open is text."""
+    steps = (codes == ord(opener)).to(torch.int64) - (codes == ord(closer)).to(torch.int64)
+    total = steps.cumsum(0)
+    return total - torch.cummin(total, 0).values.clamp(max=0)  # the walk clipped at 0
+
+
+def _matching_brackets(text: str) -> dict[int, int]:
+    """Opening bracket index → its closing bracket's, each kind matched on its own (``[`` ignores parentheses)."""
+    open_at: dict[str, list[int]] = {"(": [], "[": []}
+    openers = {closer: opener for opener, closer in _CLOSERS.items()}
+    matches = {}
+    for found in _BRACKETS.finditer(text):
+        char, index = found.group(), found.start()
+        if char in open_at:
+            open_at[char].append(index)
+        elif open_at[openers[char]]:
+            matches[open_at[openers[char]].pop()] = index
+    return matches
+
+
+def _weighted_runs(text: str, matches: dict[int, int]) -> Segments:
+    """A group is an opening bracket whose match lies inside the group around it (else the bracket is text); its
+    content ends at an explicit weight's colon. Groups are walked with a stack, so nesting costs no recursion."""
     runs: Segments = []
-    for opener, content in _top_level_groups(text):
-        if opener is None:
-            runs.append((content, weight))
-        elif opener == "(":
-            inner, explicit = _explicit_weight(content)
-            runs += _weighted_runs(inner, explicit if explicit is not None else weight * EMPHASIS)
-        else:
-            runs += _weighted_runs(content, weight / EMPHASIS)
+    groups = [(len(text), len(text), 1.0)]  # (content end, closing bracket, weight) of each open group
+    start = 0  # where the current plain stretch began
+    for index in sorted(matches.keys() | set(matches.values())):
+        content_end, closer, weight = groups[-1]
+        if index == closer:
+            runs.append((text[start:content_end], weight))
+            groups.pop()
+            start = index + 1
+        elif index in matches and matches[index] < content_end:
+            runs.append((text[start:index], weight))
+            end = matches[index]
+            inner_end, inner_weight = _group_weight(text, index, end, weight)
+            groups.append((inner_end, end, inner_weight))
+            start = index + 1
+    runs.append((text[start:], 1.0))
     return runs
 
 
-def _top_level_groups(text: str) -> list[tuple[str | None, str]]:
-    """Plain stretches (opener None) and bracketed groups (opener, content) at nesting level 0."""
-    pieces, plain, index = [], "", 0
-    while index < len(text):
-        char = text[index]
-        end = _matching_close(text, index) if char in _CLOSERS else None
-        if end is None:
-            plain += char
-            index += 1
-            continue
-        if plain:
-            pieces.append((None, plain))
-            plain = ""
-        pieces.append((char, text[index + 1:end]))
-        index = end + 1
-    if plain:
-        pieces.append((None, plain))
-    return pieces
+def _group_weight(text: str, opener: int, closer: int, weight: float) -> tuple[int, float]:
+    """(content end, weight) of the group text[opener..closer]: ``(text:1.2)`` sets the weight and ends the content at
+    its colon, ``(text)`` multiplies the enclosing weight by 1.1 and ``[text]`` divides it by 1.1."""
+    if text[opener] == "[":
+        return closer, _bounded(weight / EMPHASIS, text[opener:closer + 1])
+    colon = text.rfind(":", opener + 1, closer)
+    explicit = _explicit_weight(text, opener, colon, closer) if colon > opener + 1 else None
+    if explicit is None:
+        return closer, _bounded(weight * EMPHASIS, text[opener:closer + 1])
+    return colon, explicit
 
 
-def _matching_close(text: str, start: int) -> int | None:
-    opener = text[start]
-    depth = 0
-    for index in range(start, len(text)):
-        if text[index] == opener:
-            depth += 1
-        elif text[index] == _CLOSERS[opener]:
-            depth -= 1
-            if depth == 0:
-                return index
-    return None
-
-
-def _explicit_weight(content: str) -> tuple[str, float | None]:
-    """``text:1.2`` → ("text", 1.2); anything else (no colon, nothing before it, not a number) has none."""
-    colon = content.rfind(":")
-    if colon <= 0:
-        return content, None
+def _explicit_weight(text: str, opener: int, colon: int, closer: int) -> float | None:
+    """The number after the colon of ``(text:1.2)``, or None where it is not a number (the colon is text)."""
     try:
-        weight = float(content[colon + 1:])
+        weight = float(text[colon + 1:closer])
     except ValueError:
-        return content, None
-    if not math.isfinite(weight):
-        raise ValueError(f"prompt weight in '({_unescape(content)})' must be a finite number, "
-                         f"got {content[colon + 1:].strip()!r}")
-    return content[:colon], weight
+        return None
+    if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
+        problem = "is not a finite number" if not math.isfinite(weight) else "is out of range"
+        raise PromptSyntaxError(f"emphasis weight {text[colon + 1:closer].strip()!r} in "
+                                f"'{_shown(text[opener:closer + 1])}' {problem}: use a number between "
+                                f"{-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    return weight
+
+
+def _bounded(weight: float, group: str) -> float:
+    if abs(weight) > MAX_WEIGHT:
+        raise PromptSyntaxError(f"emphasis on '{_shown(group)}' adds up to a weight of {weight:.4g}; keep weights "
+                                f"between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    return weight
 
 
 # --- tokens and weights ------------------------------------------------------------------------------------------

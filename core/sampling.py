@@ -12,8 +12,8 @@ from .models import VQ_SCALE_FACTOR
 from .scheduler import DDPMWuerstchenScheduler, timestep_grid
 from .speed import graphed_step
 from .stages import LATENT_MEAN, LATENT_STD, stage_b_size, stage_c_size
-from .validation import (check_cfg, check_conditioning, check_finite, check_image_size, check_latent,
-                         check_latent_channels, check_positive_int, check_denoise)
+from .validation import (check_cfg, check_conditioning, check_finite, check_finite_inputs, check_image_size,
+                         check_latent, check_latent_channels, check_positive_int, check_denoise)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -169,6 +169,8 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
     batch = positive.shape[0] * batch_size
     shape = (batch, prior.c_in, *size)
     text = _guided_text("prior", positive, negative, cfg, batch, prior.c_cond, hint)
+    check_finite_inputs("the prior", {"positive conditioning": positive, "init latent": init_latent,
+                                      "negative conditioning": negative if cfg > 1.0 else None})
     conditioning = prior.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
@@ -183,7 +185,7 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     step = _maybe_graphed(lambda x, r: prior(x, r, conditioning), cuda_graph, device)
     latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
-    return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD)
+    return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD, prior)
 
 
 @torch.no_grad()
@@ -218,6 +220,9 @@ def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
     shape = (batch, decoder.c_in, *size)
     effnet = prior_latent.to(device=device, dtype=dtype)
     text = _guided_text("decoder", positive, negative, cfg, batch, decoder.clip_embd, hint)
+    check_finite_inputs("the decoder", {"prior latent": prior_latent, "positive conditioning": positive,
+                                        "init latent": init_latent,
+                                        "negative conditioning": negative if cfg > 1.0 else None})
     if cfg > 1.0:
         effnet = torch.cat([effnet, torch.zeros_like(effnet)])
     conditioning = decoder.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
@@ -234,7 +239,7 @@ def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     step = _maybe_graphed(lambda x, r: decoder(x, r, effnet, conditioning), cuda_graph, device)
     latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
-    return check_finite("Stage B (decoder)", latents)
+    return check_finite("Stage B (decoder)", latents, decoder)
 
 
 @torch.no_grad()
@@ -242,8 +247,9 @@ def vq_decode(vqgan, latents: torch.Tensor, compute_dtype=None, device=None) -> 
     """Stage B latents (B,4,h,w) → RGB images (B,3,4h,4w) in [0, 1]."""
     dtype, device = _model_dtype_device(vqgan, compute_dtype, device)
     check_latent_channels("VQ decode input", latents, vqgan.latent_channels, "Stage B latent")
+    check_finite_inputs("the VQGAN", {"Stage B latent": latents})
     images = vqgan.decode(latents.to(device=device, dtype=dtype) * VQ_SCALE_FACTOR)
-    return check_finite("Stage A (VQGAN decode)", images).clamp(0, 1)
+    return check_finite("Stage A (VQGAN decode)", images, vqgan).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -256,6 +262,7 @@ def vq_encode(vqgan, images: torch.Tensor, compute_dtype=None, device=None) -> t
     if images.shape[-2] % vqgan.downscale or images.shape[-1] % vqgan.downscale:
         raise ValueError(f"VQ encode needs image sides that are multiples of {vqgan.downscale}, "
                          f"got {tuple(images.shape[-2:])}")
+    check_finite_inputs("the VQGAN", {"image": images})
     latents = vqgan.encode(images.to(device=device, dtype=dtype)) / VQ_SCALE_FACTOR
-    return check_finite("Stage A (VQGAN encode)", latents)
+    return check_finite("Stage A (VQGAN encode)", latents, vqgan)
 

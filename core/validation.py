@@ -4,11 +4,17 @@ import math
 
 import torch
 
+from .checkpoints.errors import ERROR_MODULE
+from .prompt_weights import PromptSyntaxError, parse_prompt
 from .stages import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP
+
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
 
 
 class NonFiniteOutputError(RuntimeError):
-    """A stage produced NaN or Inf (typically fp16 overflow)."""
+    """A stage produced NaN or Inf; the message names the cause it could tell (weights, or the dtype)."""
+
+    __module__ = ERROR_MODULE
 
 
 def check_image_size(name: str, value: int) -> None:
@@ -31,6 +37,16 @@ def check_prompt_text(name: str, text: str) -> None:
     except UnicodeEncodeError as error:
         raise ValueError(f"{name} contains a lone surrogate U+{ord(text[error.start]):04X} at character "
                          f"{error.start}, which is not text; remove it or send the prompt as UTF-8") from None
+
+
+def check_prompt_emphasis(name: str, text: str) -> None:
+    """The prompt's emphasis within the parser's bounds (nesting, weights), or one line naming the input ``name``."""
+    if not isinstance(text, str):
+        return  # the encoder says what a prompt must be
+    try:
+        parse_prompt(text)
+    except PromptSyntaxError as error:
+        raise PromptSyntaxError(f"{name}: {error}") from None
 
 
 def check_positive_int(name: str, value) -> None:
@@ -70,12 +86,45 @@ def check_latent(name: str, latent: torch.Tensor, channels: int, size: tuple, wh
         raise ValueError(f"{name} is {tuple(latent.shape[-2:])} but a {what} for this size must be {tuple(size)}")
 
 
-def check_finite(stage: str, x: torch.Tensor) -> torch.Tensor:
-    if not torch.isfinite(x).all():
-        raise NonFiniteOutputError(
-            f"{stage} produced NaN/Inf values (dtype {str(x.dtype).replace('torch.', '')}); "
-            f"run this stage in bf16 or fp32 instead of fp16")
-    return x
+def check_finite_inputs(stage: str, inputs: dict[str, torch.Tensor | None]) -> None:
+    """NaN/Inf in an input only comes out of the stage again, so it is refused before the stage runs, by name."""
+    for name, tensor in inputs.items():
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            hint = ("check the prompt's emphasis weights and the node that made it" if "conditioning" in name
+                    else "check the node that made it")
+            raise ValueError(f"{name} holds NaN/Inf values, which {stage} cannot run on; {hint}")
+
+
+def check_finite(stage: str, output: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """``output`` if it is finite; otherwise one line with the cause, for a stage whose inputs were checked with
+    ``check_finite_inputs``: non-finite weights of ``model`` (looked for only here, on the error path), else an
+    overflow of the compute dtype."""
+    if bool(torch.isfinite(output).all()):
+        return output
+    raise NonFiniteOutputError(f"{stage} produced NaN/Inf values: {_non_finite_cause(output.dtype, model)}")
+
+
+def non_finite_weight(model: torch.nn.Module) -> str | None:
+    """The name of the first floating-point weight of ``model`` holding NaN or Inf, or None."""
+    for name, weight in model.named_parameters():
+        if weight.is_floating_point() and not weight.is_meta and not bool(torch.isfinite(weight).all()):
+            return name
+    return None
+
+
+def _non_finite_cause(dtype: torch.dtype, model: torch.nn.Module | None) -> str:
+    weight = non_finite_weight(model) if model is not None else None
+    if weight is not None:
+        return (f"its weight {weight} holds NaN/Inf values (a damaged model file, or a LoRA or merge that made it "
+                f"so); load another file, or check the LoRA strengths and merge ratios")
+    name = _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+    finite = "its inputs and weights are finite" if model is not None else "its inputs are finite"
+    if dtype == torch.float16:
+        return f"{finite}, so fp16 overflowed; run this stage in bf16 or fp32 (weight_dtype on its loader)"
+    if dtype == torch.bfloat16:
+        return f"{finite}, so bf16 overflowed or lost precision; run this stage in fp32 (weight_dtype on its loader)"
+    return (f"{finite}, yet an activation overflowed in {name}: the inputs or the weights hold extreme values "
+            f"(an extreme prompt emphasis, a damaged model file)")
 
 
 def check_latent_channels(name: str, latents: torch.Tensor, channels: int, what: str) -> None:

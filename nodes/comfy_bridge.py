@@ -195,6 +195,38 @@ def intermediate_device() -> torch.device:
     return model_management.intermediate_device() if IN_COMFYUI else torch.device("cpu")
 
 
+def memory_for_tensors(device) -> int | None:
+    """Bytes a new tensor on ``device`` can have: the RAM available for the CPU, a GPU's whole memory (ComfyUI
+    unloads models to make room); None where it cannot tell."""
+    device = torch.device(device)
+    if IN_COMFYUI:
+        if device.type == "cpu":
+            return int(model_management.get_free_memory(device))
+        return int(model_management.get_total_memory(device))
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return _available_ram() if device.type == "cpu" else None
+
+
+def _available_ram() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits(what: str, size_bytes: int, device, advice: str) -> None:
+    """One line instead of an allocator's message (or the OS killing the server) when ``what`` cannot fit."""
+    room = memory_for_tensors(device)
+    if room is not None and size_bytes > room:
+        raise ValueError(f"{what} need {size_bytes / 2 ** 30:.1f} GiB but {torch.device(device).type} memory has "
+                         f"{room / 2 ** 30:.1f} GiB for it; {advice}")
+
+
 # --- progress, previews and Cancel ---------------------------------------------------------------------------
 
 def check_interrupted() -> None:

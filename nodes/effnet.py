@@ -5,10 +5,12 @@ from pathlib import Path
 import torch
 
 from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet_encoder
+from ..core.validation import check_finite_inputs
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
 from .images import image_pixels, size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip
-from .queue_checks import input_problems
+from .model_files import is_changed_by
+from .queue_checks import check_inputs, input_problems
 from .wiring import EFFNET, make_latent
 
 FILES = ("The original model_v2_stage_b.pt of dome272/wuerstchen (its effnet_state_dict is used) or a .safetensors "
@@ -36,6 +38,8 @@ class WuerstchenEfficientNetLoader:
             "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
         }}
+
+    IS_CHANGED = is_changed_by("effnet_name")
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
         path = resolve_model(effnet_name)
@@ -72,7 +76,9 @@ class WuerstchenEfficientNetEncode:
         return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def encode(self, effnet, image, width, height):
+        check_inputs(self.INPUT_TYPES(), width=width, height=height)
         pixels = image_pixels(image, "image")
+        check_finite_inputs("the EfficientNet encoder", {"image": pixels})
         size_h, size_w = effnet_input_size(width, height)
         model = activate(effnet, "effnet", memory_required=size_h * size_w * BYTES_PER_INPUT_PIXEL)
         latents = []

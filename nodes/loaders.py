@@ -5,6 +5,7 @@ import torch
 from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
 from .comfy_bridge import list_models, manage, model_dirs, placement, resolve_model, show_text
 from .messages import bounded_error
+from .model_files import files_signature
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 
 WEIGHT_DTYPES = ["auto", *DTYPE_NAMES]
@@ -60,6 +61,10 @@ class _ComponentLoader:
                                                                 f"models/diffusers. {cls.FILES}"}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(cls.KIND)}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, **inputs):
+        return files_signature(inputs.get(cls.INPUT_NAME))  # a file replaced under the same name is loaded again
 
 
 class WuerstchenPriorLoader(_ComponentLoader):

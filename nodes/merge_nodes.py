@@ -4,6 +4,7 @@ part alike; these nodes give each part its own ratio."""
 
 from ..core import network_parts
 from . import native
+from .queue_checks import check_inputs, input_problems
 
 PART_NAMES = {
     "projection": "the latent's input projection", "cond_mapper": "the text mapper", "out": "the output head",
@@ -43,7 +44,13 @@ class _WuerstchenMergeBlocks:
     def INPUT_TYPES(cls):
         return _merge_inputs(cls.STAGE)
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, **inputs):
+        # ComfyUI's own min/max check lets NaN through; a NaN ratio would make every merged weight NaN.
+        return input_problems(cls.INPUT_TYPES(), **{part: inputs.get(part) for part in network_parts(cls.STAGE)})
+
     def merge(self, model1, model2, **ratios):
+        check_inputs(self.INPUT_TYPES(), **ratios)
         return (native.module("merge").merge_parts(self.STAGE, model1, model2, ratios),)
 
 

@@ -6,12 +6,15 @@ The heavy lifting lives in ``nodes/native`` (imported inside the functions, so t
 
 import torch
 
-from ..core import check_image_size, stage_b_size, stage_c_size
+import math
+
+from ..core import stage_b_size, stage_c_size
 from . import native
-from .comfy_bridge import intermediate_device, list_models, resolve_model
+from .comfy_bridge import check_fits, intermediate_device, list_models, resolve_model
 from .images import size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
-from .queue_checks import input_problems
+from .model_files import is_changed_by
+from .queue_checks import check_inputs, input_problems
 from .wiring import TEXT_ENCODER, make_latent
 
 CFG_NOTE = ("In ComfyUI's samplers cfg 1.0 means no guidance (the reference's 'cfg 0' for the decoder); the "
@@ -46,6 +49,8 @@ class WuerstchenPriorModelLoader:
         return _model_input("prior", "Accepts the warp-ai/wuerstchen-prior folder or a variant, a prior "
                                      ".safetensors file, or model_v3_stage_c.pt.")
 
+    IS_CHANGED = is_changed_by("prior_name")
+
     def load(self, prior_name: str, weight_dtype: str = "auto"):
         return (native.module("loading").load_native_model("prior", resolve_model(prior_name), weight_dtype),)
 
@@ -62,6 +67,8 @@ class WuerstchenDecoderModelLoader:
     def INPUT_TYPES(cls):
         return _model_input("decoder", "Accepts the warp-ai/wuerstchen folder, a decoder .safetensors file, or "
                                        "model_v2_stage_b.pt.")
+
+    IS_CHANGED = is_changed_by("decoder_name")
 
     def load(self, decoder_name: str, weight_dtype: str = "auto"):
         return (native.module("loading").load_native_model("decoder", resolve_model(decoder_name), weight_dtype),)
@@ -88,6 +95,8 @@ class WuerstchenPriorCheckpointLoader:
     def INPUT_TYPES(cls):
         return _checkpoint_input(("prior", "text_encoder"), "warp-ai/wuerstchen-prior or a variant")
 
+    IS_CHANGED = is_changed_by("folder")
+
     def load(self, folder: str, weight_dtype: str = "auto"):
         model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
         return model, load_component("text_encoder", folder, weight_dtype)
@@ -107,6 +116,8 @@ class WuerstchenDecoderCheckpointLoader:
     def INPUT_TYPES(cls):
         return _checkpoint_input(("decoder", "text_encoder", "vqgan"), "warp-ai/wuerstchen")
 
+    IS_CHANGED = is_changed_by("folder")
+
     def load(self, folder: str, weight_dtype: str = "auto"):
         model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
         vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
@@ -125,6 +136,8 @@ class WuerstchenVAELoader:
     def INPUT_TYPES(cls):
         return _model_input("vqgan", "Accepts the warp-ai/wuerstchen folder, a VQGAN .safetensors file, or "
                                      "vqgan_f4_v1_500k.pt.")
+
+    IS_CHANGED = is_changed_by("vqgan_name")
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
         return (native.module("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
@@ -152,12 +165,13 @@ class WuerstchenEmptyLatent:
         return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def make(self, width: int, height: int, batch_size: int):
-        check_image_size("width", width)
-        check_image_size("height", height)
-        c_size = stage_c_size(height, width)
+        check_inputs(self.INPUT_TYPES(), width=width, height=height, batch_size=batch_size)
+        shapes = {"C": (batch_size, 16, *stage_c_size(height, width))}
+        shapes["B"] = (batch_size, 4, *stage_b_size(shapes["C"][2:]))
         device = intermediate_device()
-        stage_c = torch.zeros((batch_size, 16, *c_size), device=device)
-        stage_b = torch.zeros((batch_size, 4, *stage_b_size(c_size)), device=device)
+        check_fits(f"{batch_size} latents of {width}×{height} px", sum(map(math.prod, shapes.values())) * 4, device,
+                   "use a smaller batch_size or size")
+        stage_c, stage_b = (torch.zeros(shape, device=device) for shape in shapes.values())
         return make_latent(stage_c, "C"), make_latent(stage_b, "B")
 
 
@@ -181,7 +195,12 @@ class WuerstchenSigmas:
                                   "tooltip": "Below 1 the schedule starts from a partly noised latent."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, denoise=None):
+        return input_problems(cls.INPUT_TYPES(), denoise=denoise)
+
     def get_sigmas(self, steps: int, schedule: str, denoise: float = 1.0):
+        check_inputs(self.INPUT_TYPES(), steps=steps, denoise=denoise)
         return (native.module("sampling").reference_sigmas(steps, schedule, denoise),)
 
 

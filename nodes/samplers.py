@@ -8,7 +8,7 @@ from . import native
 from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text, step_callback
 from .images import check_decoder_start_size, check_prior_start_size, size_options
 from .preview import latent_preview
-from .queue_checks import input_problems
+from .queue_checks import check_inputs, input_problems
 from .wiring import DECODER, PRIOR, conditioning_states, latent_samples, make_latent
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "step": 1, "control_after_generate": True,
@@ -95,6 +95,8 @@ class WuerstchenPriorSampler:
 
     def sample(self, prior, positive, negative, seed, steps, schedule, cfg, width, height, batch_size,
                latent=None, denoise=1.0, compile=False, per_image_seeds=False):
+        check_inputs(self.INPUT_TYPES(), steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size,
+                     denoise=denoise)  # the same line as at queue time, for values that arrived through links
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative")
         init = latent_samples(latent, "C", "latent") if latent is not None else None
@@ -153,6 +155,7 @@ class WuerstchenDecoderSampler:
 
     def sample(self, decoder, positive, prior_latent, seed, steps, cfg, negative=None, latent=None, denoise=1.0,
                compile=False, per_image_seeds=False):
+        check_inputs(self.INPUT_TYPES(), steps=steps, cfg=cfg, denoise=denoise)
         embeddings = latent_samples(prior_latent, "C", "prior_latent")
         cond = conditioning_states(positive, "positive")
         uncond = conditioning_states(negative, "negative") if negative is not None else None

@@ -2,12 +2,15 @@
 
 import torch
 
+from ..core.validation import check_prompt_emphasis
 from .comfy_bridge import activate, intermediate_device, show_text
+from .queue_checks import prompt_problems
 from .wiring import TEXT_ENCODER, make_conditioning
 
 TEXT_TOOLTIP = ("The prompt. ComfyUI's emphasis works: (word:1.2) sets a weight, (word) is ×1.1, [word] is ÷1.1, "
-                "and \\( \\) \\[ \\] are literal brackets. A prompt longer than 77 CLIP tokens is truncated, as in the "
-                "reference; the node then shows what was dropped.")
+                "and \\( \\) \\[ \\] are literal brackets; brackets nest at most 32 deep and weights stay within "
+                "±100. A prompt longer than 77 CLIP tokens is truncated, as in the reference; the node then shows what "
+                "was dropped.")
 
 
 def encode_text(text_encoder, text: str, label: str, notes: list[str]) -> list:
@@ -38,7 +41,12 @@ class WuerstchenTextEncode:
             "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "", "tooltip": TEXT_TOOLTIP}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, text=None):
+        return prompt_problems(text=text)
+
     def encode(self, text_encoder, text: str):
+        check_prompt_emphasis("text", text)  # again for a text that arrived through a link
         notes = []
         conditioning = encode_text(text_encoder, text, "", notes)
         show_notes(notes)
@@ -75,7 +83,13 @@ class WuerstchenTextEncodeBothStages:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, text=None, negative=None):
+        return prompt_problems(text=text, negative=negative)
+
     def encode(self, prior_text_encoder, decoder_text_encoder, text: str, negative: str = ""):
+        check_prompt_emphasis("text", text)
+        check_prompt_emphasis("negative", negative)
         notes = []
         outputs = (encode_text(prior_text_encoder, text, "prior: ", notes),
                    encode_text(prior_text_encoder, negative, "prior negative: ", notes),

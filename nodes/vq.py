@@ -3,10 +3,12 @@
 import torch
 
 from ..core import resize_and_crop, vq_decode, vq_decode_memory_bytes, vq_encode
-from .comfy_bridge import activate, check_interrupted, intermediate_device
-from .images import image_pixels, size_options
-from .queue_checks import input_problems
+from .comfy_bridge import activate, check_fits, check_interrupted, intermediate_device
+from .images import VQ_PIXELS_PER_LATENT, image_pixels, size_options
+from .queue_checks import check_inputs, input_problems
 from .wiring import VQGAN, latent_samples, make_latent
+
+RGB_BYTES = 3 * 4  # an fp32 RGB pixel
 
 
 class WuerstchenVQDecode:
@@ -25,6 +27,11 @@ class WuerstchenVQDecode:
 
     def decode(self, vqgan, samples):
         latents = latent_samples(samples, "B", "samples")
+        height, width = (side * VQ_PIXELS_PER_LATENT for side in latents.shape[-2:])
+        batch = latents.shape[0]
+        # The decoded images, twice: one by one, then joined into the batch.
+        check_fits(f"{batch} decoded images of {width}×{height} px", 2 * batch * width * height * RGB_BYTES,
+                   intermediate_device(), "decode fewer or smaller latents")
         model = activate(vqgan, "vqgan", memory_required=vq_decode_memory_bytes(latents.shape[-2:]))
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
@@ -65,7 +72,11 @@ class WuerstchenVQEncode:
         return input_problems(cls.INPUT_TYPES(), width=width, height=height)
 
     def encode(self, vqgan, image, width=0, height=0):
+        check_inputs(self.INPUT_TYPES(), width=width, height=height)
         pixels = image_pixels(image, "image")
+        if width:
+            check_fits(f"{pixels.shape[0]} images resized to {width}×{height} px", pixels.shape[0] * width * height
+                       * RGB_BYTES, pixels.device, "encode fewer images at a time")
         if (width == 0) != (height == 0):
             raise ValueError(f"width={width} and height={height}: set both to the prior sampler's size to resize "
                              f"the image, or both to 0 to keep it as it is")

@@ -1,13 +1,15 @@
 """ComfyUI's prompt emphasis: parsing, and its meaning on a tiny CLIP (``empty + w · (state − empty)``)."""
 
 import logging
+import time
 
 import pytest
 import torch
 from transformers import CLIPTextModel, CLIPTokenizerFast
 
 from core import MAX_LENGTH, load_text_encoder
-from core.prompt_weights import parse_prompt, tokenize_weighted
+from core.prompt_weights import MAX_NESTING, MAX_WEIGHT, PromptSyntaxError, parse_prompt, tokenize_weighted
+from core.validation import check_prompt_emphasis
 from fixtures_text import write_tiny_text_encoder
 
 E = 1.1
@@ -34,6 +36,11 @@ E = 1.1
     ("a (horse", [("a (horse", 1.0)]),                      # an opening bracket without its closing one is text
     ("a ) horse ]", [("a ) horse ]", 1.0)]),
     ("[the (horse:1.4)]", [("the ", 1 / E), ("horse", 1.4)]),
+    ("(a [b) c]", [("a [b", E), (" c]", 1.0)]),              # each kind of bracket is matched on its own
+    ("[a (b] c)", [("a (b", 1 / E), (" c)", 1.0)]),
+    ("(a:2) (b:0.5) (c:2)", [("a", 2.0), (" ", 1.0), ("b", 0.5), (" ", 1.0), ("c", 2.0)]),
+    ("(" * MAX_NESTING + "deep" + ")" * MAX_NESTING, [("deep", E ** MAX_NESTING)]),
+    ("(horse:-100)", [("horse", -100.0)]),
 ])
 def test_parse_prompt(prompt, expected):
     parsed = parse_prompt(prompt)
@@ -41,11 +48,74 @@ def test_parse_prompt(prompt, expected):
     assert [weight for _, weight in parsed] == pytest.approx([weight for _, weight in expected], abs=1e-12)
 
 
-@pytest.mark.parametrize("prompt", ["(horse:nan)", "(horse:inf)"])
-def test_a_weight_that_is_not_finite_is_one_clear_error(prompt):
-    with pytest.raises(ValueError, match=r"prompt weight in '\(horse:.*\)' must be a finite number") as error:
+@pytest.mark.parametrize("prompt,expected", [
+    ("(horse:nan)", "emphasis weight 'nan' in '(horse:nan)' is not a finite number: use a number between -100 and 100"),
+    ("(horse:inf)", "emphasis weight 'inf' in '(horse:inf)' is not a finite number"),
+    ("(cat:1e308)", "emphasis weight '1e308' in '(cat:1e308)' is out of range: use a number between -100 and 100"),
+    ("(cat:-100.5)", "emphasis weight '-100.5' in '(cat:-100.5)' is out of range"),
+    ("(((cat:95)))", None),                               # an explicit weight replaces the enclosing ones
+    ("[(cat:-100)]", None),
+    ("((cat:95))", None),
+    ("[(cat:95)] ((x:95))", None),
+])
+def test_weights_beyond_the_bound_are_one_clear_error(prompt, expected):
+    if expected is None:
+        assert max(abs(weight) for _, weight in parse_prompt(prompt)) <= MAX_WEIGHT
+        return
+    with pytest.raises(PromptSyntaxError) as error:
         parse_prompt(prompt)
-    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("prompt,group,weight", [("((cat):100)", "(cat)", "110"),
+                                                 ("(((cat)):95)", "((cat))", "104.5")])
+def test_nested_emphasis_adding_up_beyond_the_bound_is_refused(prompt, group, weight):
+    with pytest.raises(PromptSyntaxError) as error:
+        parse_prompt(prompt)
+    assert str(error.value) == (f"emphasis on '{group}' adds up to a weight of {weight}; keep weights between -100 "
+                                f"and 100")
+
+
+@pytest.mark.parametrize("depth,refused", [(MAX_NESTING, False), (MAX_NESTING + 1, True), (10_000, True)])
+def test_nesting_depth_is_bounded(depth, refused):
+    prompt = "(" * depth + "cat" + ")" * depth
+    if not refused:
+        assert parse_prompt(prompt) == [("cat", pytest.approx(E ** depth))]
+        return
+    with pytest.raises(PromptSyntaxError, match=f"emphasis brackets nest more than {MAX_NESTING} levels deep"):
+        parse_prompt(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["(" * 50_000 + "cat" + ")" * 50_000, "(" * 100_000, "[(" * 50_000])
+def test_a_deep_100_kb_prompt_is_refused_in_well_under_a_tenth_of_a_second(prompt):
+    started = time.perf_counter()
+    with pytest.raises(PromptSyntaxError) as error:
+        parse_prompt(prompt)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.05, f"{elapsed:.3f} s"
+    assert len(str(error.value)) < 200
+
+
+def best_time(prompt: str) -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        parse_prompt(prompt)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.parametrize("unit", ["(a:1.2) ", "()", "(a)", "((a) [b]) ", "(" * 32 + "x" + ")" * 32])
+def test_parsing_time_grows_linearly_with_the_prompt(unit):
+    small, large = unit * (10_000 // len(unit)), unit * (80_000 // len(unit))
+    ratio = best_time(large) / best_time(small)
+    assert ratio < 24, f"8× the prompt took {ratio:.1f}× the time"  # linear is 8×, quadratic 64×
+
+
+def test_the_emphasis_check_names_the_input():
+    with pytest.raises(ValueError, match=r"^negative: emphasis weight '1e308' in '\(cat:1e308\)' is out of range"):
+        check_prompt_emphasis("negative", "a (cat:1e308)")
+    check_prompt_emphasis("text", "a (cat:1.5) [dog]")
 
 
 @pytest.fixture(scope="module")

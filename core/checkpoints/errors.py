@@ -6,10 +6,16 @@ MAX_MESSAGE_LENGTH = 399
 SHOWN_KEYS = 2
 SHOWN_KEY_LENGTH = 60
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# ComfyUI shows an error's type as module + class name, and it imports a pack under its install path, so the type
+# would read "/…/custom_nodes/ComfyUI-Wuerstchen.core.checkpoints.errors.CheckpointError". Every error class of the
+# pack sets this short module instead: "wuerstchen.CheckpointError".
+ERROR_MODULE = "wuerstchen"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded. The message is one line of fewer than 400 characters."""
+
+    __module__ = ERROR_MODULE
 
     def __init__(self, message: str):
         super().__init__(one_line(message))
