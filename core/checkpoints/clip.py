@@ -12,18 +12,20 @@ from pathlib import Path
 
 import torch
 
-from ..config_values import config_problem
+from ..config_values import config_problem, heads_problem
 from ..safe_paths import outside_references, shown
 from .components import COMPONENTS
 from .errors import CheckpointError, first_line
 from .files import component_folder, display_name, find_weights_file, read_state_dict
 from .keys import CLIP_NESTED_PREFIX, normalise_clip_keys
-from .load import adopt_weights, check_is_component, check_nothing_left_on_meta
+from .load import adopt_weights, check_is_component, check_nothing_left_on_meta, check_weights_fit
+from .memory import check_fits_in_memory
 
 TEXT_ENCODER = COMPONENTS["text_encoder"]
-# Sizes a config.json must give as whole numbers (checked before transformers builds anything from them).
-CONFIG_SIZES = {name: 1 for name in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
-                                     "vocab_size", "max_position_embeddings")}
+# Sizes a config.json must give as whole numbers, checked before transformers builds anything from them: those of
+# the larger released text encoder, CLIP ViT-bigG's (the prior's), bound each one (see config_values).
+CONFIG_SIZES = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                    vocab_size=49408, max_position_embeddings=77)
 
 
 def load_clip_text_model(path, *, dtype=torch.float32, device="cpu"):
@@ -36,10 +38,13 @@ def load_clip_text_model(path, *, dtype=torch.float32, device="cpu"):
     with torch.device("meta"):  # no random init of a large model that is overwritten anyway
         model = CLIPTextModel(config)
     nested = any(key.startswith(CLIP_NESTED_PREFIX) for key in model.state_dict())
-    state_dict = normalise_clip_keys(read_state_dict(weights_file), nested)
-    check_is_component(TEXT_ENCODER, state_dict, name, lambda: model.state_dict())
-    adopt_weights(model, state_dict, name, "the CLIP text encoder built from its config.json", dtype=dtype,
-                  device=device, assign=True)
+    layout = normalise_clip_keys(read_state_dict(weights_file, meta=True), nested)  # no data read yet
+    check_is_component(TEXT_ENCODER, layout, name, lambda: model.state_dict())
+    check_fits_in_memory(model, dtype, device, f"{encoder_dir.name}/config.json: the CLIP text encoder")
+    target = "the CLIP text encoder built from its config.json"
+    check_weights_fit(model, layout, name, target)
+    state_dict = normalise_clip_keys(read_state_dict(weights_file, dtype=dtype), nested)
+    adopt_weights(model, state_dict, name, target, dtype=dtype, device=device, assign=True)
     _rebuild_position_ids(model, torch.device(device))
     check_nothing_left_on_meta(model)
     return model.eval().requires_grad_(False), _tokenizer_folder(encoder_dir)
@@ -55,10 +60,15 @@ def _read_config(config_file: Path):
     if model_type != "clip_text_model":
         raise CheckpointError(f"{config_file.parent.name}/config.json: model_type is {shown(model_type)}, expected "
                               "'clip_text_model' (a CLIPTextModel config)")
-    problem = config_problem({key: config_dict[key] for key in CONFIG_SIZES if key in config_dict}, CONFIG_SIZES)
+    sizes = {key: config_dict.get(key, getattr(CLIPTextConfig(), key)) for key in CONFIG_SIZES}
+    problem = config_problem(sizes, CONFIG_SIZES) or heads_problem(
+        sizes["num_attention_heads"], sizes["hidden_size"], "num_attention_heads", "hidden_size")
     if problem:
         raise CheckpointError(f"{config_file.parent.name}/config.json has a bad value: {problem}")
-    return CLIPTextConfig.from_dict(config_dict)
+    try:
+        return CLIPTextConfig.from_dict(config_dict)
+    except (ValueError, TypeError) as error:  # transformers 5 validates the values it knows
+        raise CheckpointError(f"{config_file.parent.name}/config.json has a bad value: {first_line(error)}") from error
 
 
 def _tokenizer_folder(encoder_dir: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..config_values import config_problem
+from ..config_values import config_problem, heads_problem
 from ..models import VQ_SCALE_FACTOR, StageBDecoder
 from .components import COMPONENTS
 from .errors import SHOWN_KEYS, CheckpointError, first_line, one_line, shorten_key
@@ -27,9 +27,14 @@ def model_config(component: str, state_dict: dict, config_file: Path | None, nam
     if config_file is not None:
         return config_from_json(component, config_file), "its config.json"
     try:
-        return infer_config(component, state_dict), "the config inferred from its shapes"
+        config = infer_config(component, state_dict)
     except CheckpointError as error:
         raise CheckpointError(f"{name}: {error}") from None
+    problem = config_problem(config, _constructor_arguments(COMPONENTS[component].model_class)) or \
+        _heads_problem(component, config)
+    if problem:
+        raise CheckpointError(f"{name}: the config inferred from its shapes has a bad value: {problem}")
+    return config, "the config inferred from its shapes"
 
 
 def config_from_json(component: str, config_file) -> dict:
@@ -43,7 +48,7 @@ def config_from_json(component: str, config_file) -> dict:
         raise CheckpointError(f"{config_file.parent.name}/config.json is not a JSON object")
     accepted = _constructor_arguments(COMPONENTS[component].model_class)
     config = {key: value for key, value in raw.items() if key in accepted}
-    problem = config_problem(config, accepted)
+    problem = config_problem(config, accepted) or _heads_problem(component, {**accepted, **config})
     if problem:
         raise CheckpointError(f"{config_file.parent.name}/config.json has a bad value: {problem}")
     ignored = [key for key in raw if not key.startswith("_") and key not in accepted]
@@ -52,6 +57,23 @@ def config_from_json(component: str, config_file) -> dict:
         logger.warning("%s", one_line(f"{config_file.parent.name}/config.json: ignoring {len(ignored)} keys that "
                                       f"the {COMPONENTS[component].title} does not use: {shown_keys}"))
     return config
+
+
+def _heads_problem(component: str, config: dict) -> str | None:
+    """Every attention block splits its width into nhead heads (the decoder's levels without "A" have none)."""
+    if component == "prior":
+        return heads_problem(config["nhead"], config["c"], "nhead", "c")
+    if component == "decoder":
+        levels = zip(config["nhead"], config["c_hidden"], config["level_config"])
+        for level, (heads, width, letters) in enumerate(levels):
+            if "A" in letters and (problem := heads_problem(heads, width, f"nhead[{level}]", f"c_hidden[{level}]")):
+                return problem
+    return None
+
+
+def released_config(component: str) -> dict:
+    """The released network's configuration: the constructor's defaults."""
+    return _constructor_arguments(COMPONENTS[component].model_class)
 
 
 def _constructor_arguments(model_class: type) -> dict[str, object]:

@@ -10,7 +10,7 @@ from .components import COMPONENTS
 from .errors import CheckpointError
 from .files import read_state_dict
 from .keys import identify_component, strip_wrapper_prefixes
-from .load import adopt_weights, check_nothing_left_on_meta
+from .load import adopt_weights, check_nothing_left_on_meta, check_weights_fit
 
 EFFNET_STATE_DICT_KEY = "effnet_state_dict"
 EXPECTED = ("model_v2_stage_b.pt (its effnet_state_dict) or a .safetensors of those tensors "
@@ -22,26 +22,35 @@ _HOLDER_PREFIX = "effnet."  # a training wrapper module that held the encoder as
 def load_effnet_encoder(path, *, dtype=torch.float32, device="cpu") -> EfficientNetEncoder:
     """The v2 encoder (EfficientNetV2-S features + affine-BatchNorm mapper) in eval mode, weights in ``dtype``."""
     file = Path(path).expanduser()
-    state_dict = read_effnet_state_dict(file)
+    layout = read_effnet_state_dict(file, meta=True)  # what the file holds, checked before its data is read
     encoder = EfficientNetEncoder(dtype=dtype, device="meta")  # adopts the file's tensors: nothing allocated twice
-    adopt_weights(encoder, state_dict, file.name, "the v2 EfficientNet encoder", dtype=dtype, device=device,
-                  assign=True)
+    target = "the v2 EfficientNet encoder"
+    check_weights_fit(encoder, layout, file.name, target)
+    state_dict = _strip_prefixes(read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY, dtype=dtype))
+    adopt_weights(encoder, state_dict, file.name, target, dtype=dtype, device=device, assign=True)
     check_nothing_left_on_meta(encoder)
     return encoder.eval().requires_grad_(False)
 
 
-def read_effnet_state_dict(path) -> dict[str, torch.Tensor]:
-    """The v2 encoder's tensors from either file format (no torchvision needed), or a one-line CheckpointError."""
+def read_effnet_state_dict(path, *, dtype=None, meta=False) -> dict[str, torch.Tensor]:
+    """The v2 encoder's tensors from either file format (no torchvision needed), or a one-line CheckpointError.
+
+    ``dtype`` and ``meta`` as for ``read_state_dict``."""
     file = Path(path).expanduser()
     if file.is_dir():
         raise CheckpointError(f"{file.name} is a folder; the EfficientNet encoder is a single file: {EXPECTED}")
-    state_dict = {strip_wrapper_prefixes(key).removeprefix(_HOLDER_PREFIX): tensor
-                  for key, tensor in read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY).items()}
-    what = describe_if_not_v2_effnet(state_dict)
+    layout = _strip_prefixes(read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY, meta=True))
+    what = describe_if_not_v2_effnet(layout)
     if what is not None:
         raise CheckpointError(f"{file.name} is not the Würstchen v2 EfficientNet encoder: it is {what}; "
                               f"expected {EXPECTED}")
-    return state_dict
+    if meta:
+        return layout
+    return _strip_prefixes(read_state_dict(file, nested_key=EFFNET_STATE_DICT_KEY, dtype=dtype))
+
+
+def _strip_prefixes(state_dict: dict) -> dict:
+    return {strip_wrapper_prefixes(key).removeprefix(_HOLDER_PREFIX): tensor for key, tensor in state_dict.items()}
 
 
 def describe_if_not_v2_effnet(state_dict: dict) -> str | None:

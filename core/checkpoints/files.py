@@ -1,6 +1,7 @@
 """Finding a component's files in a path a user gave, and reading tensors from them.
 
-Only plain tensors are ever unpickled (``torch.load(weights_only=True)``).
+Only plain tensors are ever unpickled (``torch.load(weights_only=True)``). Tensors are read into memory the process
+owns, never left mapped to the file: a file truncated or rewritten after loading cannot crash the process (SIGBUS).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 from ..safe_paths import is_regular_file_or_folder, path_inside, shown
 from .components import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, Component
@@ -21,6 +21,8 @@ from .errors import CheckpointError, first_line
 # Where training checkpoints keep their weights, preferred first: the EMA weights are the released ones.
 WRAPPER_KEYS = ("ema_state_dict", "state_dict", "model_state_dict", "model", "module", "ema")
 _WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+# Copying out of a mapping maps the file afresh after this many bytes (see _copied_out_of_mappings).
+MAPPED_BYTES_AT_ONCE = 128 << 20
 
 
 # ---------------------------------------------------------------- finding the files
@@ -96,9 +98,14 @@ def display_name(component: Component, weights_file: Path) -> str:
 # ---------------------------------------------------------------- reading state dicts
 
 
-def read_state_dict(file, nested_key: str | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(file, nested_key: str | None = None, *, dtype: torch.dtype | None = None,
+                    meta: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors/.sft, .pt/.pth/.ckpt/.bin or sharded ``*.index.json`` file, on the CPU.
 
+    The tensors live in memory this process owns: they are read (or copied) out of the file, never left mapped to
+    it, so a file truncated or rewritten later cannot turn into a bus error. Floating-point tensors come in ``dtype``
+    when one is given, converted one by one while reading, so no second full copy is ever held. ``meta=True`` reads
+    only names, shapes and dtypes (meta tensors) and no data: enough to check a file before reading gigabytes.
     Training checkpoints that wrap their weights (``{"ema_state_dict": {...}, "optimizer": ...}``) are unwrapped;
     ``nested_key`` picks one of several wrapped state dicts (e.g. ``effnet_state_dict``) when the file has it.
     """
@@ -106,26 +113,107 @@ def read_state_dict(file, nested_key: str | None = None) -> dict[str, torch.Tens
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist")
     if file.name.endswith(".index.json"):
-        return _read_sharded(file)
+        return _read_sharded(file, dtype=dtype, meta=meta)
     suffix = file.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(file)
-    if suffix in PICKLE_SUFFIXES:
-        return _unwrap_state_dict(_read_pickle(file), file.name, nested_key)
-    raise CheckpointError(f"{file.name}: unsupported file type; expected .safetensors, .sft, .pt, .pth, .ckpt or .bin")
+        read = _read_safetensors
+    elif suffix in PICKLE_SUFFIXES:
+        read = _read_pickle
+    else:
+        raise CheckpointError(f"{file.name}: unsupported file type; expected .safetensors, .sft, .pt, .pth, .ckpt "
+                              "or .bin")
+    if meta:
+        return {key: tensor.to("meta") for key, tensor in read(file, nested_key, mapped_only=True).items()}
+    return _unchanged_while_reading(file, lambda: read(file, nested_key, dtype=dtype))
 
 
-def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+def _unchanged_while_reading(file: Path, read):
+    before = _file_version(file)
+    state_dict = read()
+    if _file_version(file) != before:
+        raise CheckpointError(f"{file.name} changed on disk while it was being read; load it again once it is "
+                              "written completely")
+    return state_dict
+
+
+def _file_version(file: Path) -> tuple[int, int, int]:
+    status = file.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None, *, copy: bool = False) -> torch.Tensor:
+    if dtype is None or not tensor.is_floating_point():
+        dtype = tensor.dtype
+    return tensor.to(dtype, copy=copy)
+
+
+def _copied_out_of_mappings(map_file, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Copies of the tensors that ``map_file()`` gives as views of a fresh mapping of the file.
+
+    Pages read through a mapping count as this process's memory until it is unmapped, so the file is mapped
+    afresh after every ``MAPPED_BYTES_AT_ONCE`` copied: the mapped pages never add up to a second copy of the weights.
+    """
+    owned: dict[str, torch.Tensor] = {}
+    while True:
+        views = map_file()
+        pending = [key for key in views if key not in owned]
+        if not pending:
+            return owned
+        copied = 0
+        for key in pending:
+            owned[key] = _in_dtype(views[key], dtype, copy=True)
+            copied += views[key].nbytes
+            if copied >= MAPPED_BYTES_AT_ONCE:
+                break
+        del views  # the last views of this mapping: it is unmapped here
+
+
+def _read_safetensors(file: Path, nested_key=None, *, dtype=None, mapped_only=False) -> dict[str, torch.Tensor]:
     try:
-        return load_file(file, device="cpu")
+        if mapped_only:
+            return _mapped_safetensors(file)
+        try:
+            opened = safe_open(file, framework="pt", device="cpu", backend="pread")
+        except TypeError:  # a safetensors without the pread backend reads only through a mapping
+            return _copied_out_of_mappings(lambda: _mapped_safetensors(file), dtype)
+        with opened:  # plain reads into fresh tensors: nothing stays tied to the file
+            return {key: _in_dtype(opened.get_tensor(key), dtype) for key in opened.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{file.name} cannot be read: truncated or not a safetensors file "
                               f"({first_line(error)})") from error
 
 
-def _read_pickle(file: Path):
+def _mapped_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """Views of a mapping of the file: creating them reads no tensor data."""
+    with safe_open(file, framework="pt", device="cpu") as opened:
+        return {key: opened.get_tensor(key) for key in opened.keys()}
+
+
+def _read_pickle(file: Path, nested_key=None, *, dtype=None, mapped_only=False) -> dict[str, torch.Tensor]:
+    loaded, mapped = _torch_load_plain_tensors(file)
+    if mapped_only or not mapped:
+        return {key: _in_dtype(tensor, dtype)
+                for key, tensor in _unwrap_state_dict(loaded, file.name, nested_key).items()}
+    # Mapped rather than read whole, so that a training checkpoint's optimizer state is never read: only the
+    # state dict kept is copied out. The first mapping is used first; nothing else may keep it alive.
+    first = [loaded]
+    del loaded
+
+    def views():
+        return _unwrap_state_dict(first.pop() if first else _torch_load_plain_tensors(file)[0], file.name, nested_key)
+    return _copied_out_of_mappings(views, dtype)
+
+
+def _torch_load_plain_tensors(file: Path):
+    """(what the file holds, whether its tensors are views of a mapping of the file)."""
     try:
-        return _torch_load_plain_tensors(file)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True), True
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+        # Files in the pre-1.6 format cannot be mapped; they are read whole into memory of their own.
+        return torch.load(file, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as error:
         if _WEIGHTS_ONLY_REFUSAL not in str(error):
             raise CheckpointError(f"{file.name} cannot be read: truncated or corrupt ({first_line(error)})") from error
@@ -134,17 +222,6 @@ def _read_pickle(file: Path):
             f"(torch.load weights_only=True: {_refusal_reason(error)}); convert it to .safetensors") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{file.name} cannot be read: truncated or corrupt ({first_line(error)})") from error
-
-
-def _torch_load_plain_tensors(file: Path):
-    # mmap keeps multi-GB training checkpoints (optimizer state and all) out of RAM; files in the
-    # pre-1.6 format cannot be mapped and are read whole.
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def _refusal_reason(error: Exception) -> str:
@@ -181,7 +258,7 @@ def _describe_object(value) -> str:
     return type(value).__name__
 
 
-def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
+def _read_sharded(index_file: Path, *, dtype, meta) -> dict[str, torch.Tensor]:
     try:
         weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
         shard_names = sorted(set(weight_map.values()))
@@ -198,5 +275,5 @@ def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
         if not shard_file.is_file():
             raise FileNotFoundError(f"{index_file.name} lists shard {shown(shard_name)}, "
                                     f"which is missing from {index_file.parent.name}/")
-        state_dict.update(read_state_dict(shard_file))
+        state_dict.update(read_state_dict(shard_file, dtype=dtype, meta=meta))
     return state_dict

@@ -16,10 +16,11 @@ import torch
 
 from ..models import PaellaVQ, StageBDecoder, StageCPrior
 from .components import COMPONENTS, Component
-from .configs import model_config
+from .configs import model_config, released_config
 from .errors import CheckpointError, first_line, key_differences, shorten_key
 from .files import display_name, locate_weights, read_state_dict
 from .keys import identify_component, normalise_keys
+from .memory import check_fits_in_memory
 
 
 def load_prior(path, *, dtype=torch.float32, device="cpu", operations=torch.nn) -> StageCPrior:
@@ -40,23 +41,52 @@ def load_vqgan(path, *, dtype=torch.float32, device="cpu", operations=torch.nn) 
 def _load_net(component: Component, path, *, dtype, device, operations) -> torch.nn.Module:
     weights_file, config_file = locate_weights(component, Path(path))
     name = display_name(component, weights_file)
-    state_dict = normalise_keys(read_state_dict(weights_file))
-    check_is_component(component, state_dict, name, lambda: component.model_class(device="meta").state_dict())
-    config, config_source = model_config(component.name, state_dict, config_file, name)
-    model = _build_net(component, config, config_source, dtype=dtype, device=device, operations=operations)
-    adopt_weights(model, state_dict, name, f"the {component.name} built from {config_source}",
-                  dtype=dtype, device=device, assign=operations is torch.nn)
+    layout = normalise_keys(read_state_dict(weights_file, meta=True))  # names, shapes and dtypes: no data read yet
+    check_is_component(component, layout, name, lambda: component.model_class(device="meta").state_dict())
+    config, config_source = model_config(component.name, layout, config_file, name)
+    # Every check runs on a model built on the meta device before a byte is allocated or read.
+    skeleton = _build_net(component, config, config_source, dtype=dtype, device="meta", operations=torch.nn)
+    config_name = f"{config_file.parent.name}/config.json" if config_file else f"{name} (config from its shapes)"
+    check_fits_in_memory(skeleton, dtype, device, f"{config_name}: the {component.title}{_grown(component, config)}")
+    target = f"the {component.name} built from {config_source}"
+    check_weights_fit(skeleton, layout, name, target)
+    # With torch.nn the model is built on the meta device and adopts the checkpoint tensors (assign=True):
+    # nothing of the ~4 GB is allocated or initialised twice. Other namespaces (ComfyUI's ops) may keep
+    # state of their own on each layer, so they are built for real and loaded by copying.
+    model = skeleton if operations is torch.nn else _build_net(component, config, config_source, dtype=dtype,
+                                                              device=device, operations=operations)
+    state_dict = normalise_keys(read_state_dict(weights_file, dtype=dtype))
+    adopt_weights(model, state_dict, name, target, dtype=dtype, device=device, assign=operations is torch.nn)
     check_nothing_left_on_meta(model)
     return model.eval().requires_grad_(False)
 
 
+def _grown(component: Component, config: dict) -> str:
+    """" with c=6144, depth=128": the sizes beyond the released network's, which are what make a model large."""
+    released = released_config(component.name)
+    grown = [f"{key}={value}" for key, value in config.items()
+             if key != "nhead" and _larger(value, released.get(key))]  # more heads split the same weights
+    return f" with {', '.join(grown[:3])}" if grown else ""
+
+
+def _larger(value, released) -> bool:
+    """Whole numbers compare as they are, per-level lists of them by their length and their largest value."""
+    measured, released = _measure(value), _measure(released)
+    return None not in (measured, released) and len(measured) == len(released) and \
+        any(new > old for new, old in zip(measured, released))
+
+
+def _measure(value) -> tuple | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (list, tuple)) and value and all(type(item) is int for item in value):
+        return len(value), max(value)
+    return None
+
+
 def _build_net(component: Component, config: dict, config_source: str, *, dtype, device, operations):
-    # With torch.nn the model is built on the meta device and adopts the checkpoint tensors (assign=True):
-    # nothing of the ~4 GB is allocated or initialised twice. Other namespaces (ComfyUI's ops) may keep
-    # state of their own on each layer, so they are built for real and loaded by copying.
-    build_device = "meta" if operations is torch.nn else device
     try:
-        return component.model_class(**config, dtype=dtype, device=build_device, operations=operations)
+        return component.model_class(**config, dtype=dtype, device=device, operations=operations)
     except (TypeError, ValueError, ZeroDivisionError, RuntimeError, IndexError, KeyError, OverflowError) as error:
         raise CheckpointError(f"cannot build a {component.title} from {config_source}: {first_line(error)}") from error
 
@@ -81,16 +111,50 @@ def check_is_component(component: Component, state_dict: dict, name: str, expect
 
 def adopt_weights(model: torch.nn.Module, state_dict: dict, name: str, target: str, *, dtype, device,
                   assign: bool) -> None:
-    """Check that ``state_dict`` fits ``model`` key for key and shape for shape, then load it in ``dtype``.
+    """Check that ``state_dict`` fits ``model`` key for key, shape for shape and in kind of dtype, then load it in
+    ``dtype``.
 
-    With ``assign`` the model (built on the meta device) takes the tensors over instead of copying them.
+    With ``assign`` the model (built on the meta device) takes the tensors over instead of copying them; otherwise
+    they are copied in module by module, each source freed once copied, so no second full copy is held.
     """
-    _add_missing_batch_counters(model, state_dict)
-    _check_keys_and_shapes(model, state_dict, name, target)
+    check_weights_fit(model, state_dict, name, target)
     for key in list(state_dict):  # replaced one by one so each source tensor can be freed early
         tensor = state_dict[key]
         state_dict[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
-    model.load_state_dict(state_dict, strict=False, assign=assign)  # keys and shapes were checked above
+    if assign:
+        model.load_state_dict(state_dict, strict=False, assign=True)  # keys and shapes were checked above
+    else:
+        _copy_module_by_module(model, state_dict)
+
+
+def _copy_module_by_module(model: torch.nn.Module, state_dict: dict) -> None:
+    by_module: dict[str, dict] = {}
+    for key in list(state_dict):
+        module_name, _, tensor_name = key.rpartition(".")
+        by_module.setdefault(module_name, {})[tensor_name] = state_dict.pop(key)
+    while by_module:
+        module_name, tensors = by_module.popitem()
+        model.get_submodule(module_name).load_state_dict(tensors, strict=False)
+
+
+def check_weights_fit(model: torch.nn.Module, state_dict: dict, name: str, target: str) -> None:
+    """A one-line CheckpointError unless ``state_dict`` has ``model``'s keys and shapes, and floating-point tensors
+    wherever the model has them (an int8 or bool file would otherwise be cast into nonsense weights)."""
+    _add_missing_batch_counters(model, state_dict)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"{name} does not match {target}: {key_differences(missing, unexpected)}")
+    for key, tensor in expected.items():
+        if tensor.shape != state_dict[key].shape:
+            raise CheckpointError(f"{name} does not match {target}: {shorten_key(key)} has shape "
+                                  f"{tuple(state_dict[key].shape)} in the file but {tuple(tensor.shape)} in the model")
+    for key, tensor in expected.items():
+        if tensor.is_floating_point() and not state_dict[key].is_floating_point():
+            raise CheckpointError(f"{name}: {shorten_key(key)} is stored as "
+                                  f"{str(state_dict[key].dtype).removeprefix('torch.')}, but the weights of {target} "
+                                  "must be floating point (fp32, fp16 or bf16); the file is quantised or damaged")
 
 
 def check_nothing_left_on_meta(model: torch.nn.Module) -> None:
@@ -104,15 +168,3 @@ def _add_missing_batch_counters(model: torch.nn.Module, state_dict: dict) -> Non
     for key in model.state_dict():
         if key.endswith("num_batches_tracked") and key not in state_dict:
             state_dict[key] = torch.zeros((), dtype=torch.long)
-
-
-def _check_keys_and_shapes(model: torch.nn.Module, state_dict: dict, name: str, target: str) -> None:
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    if missing or unexpected:
-        raise CheckpointError(f"{name} does not match {target}: {key_differences(missing, unexpected)}")
-    for key, tensor in expected.items():
-        if tensor.shape != state_dict[key].shape:
-            raise CheckpointError(f"{name} does not match {target}: {shorten_key(key)} has shape "
-                                  f"{tuple(state_dict[key].shape)} in the file but {tuple(tensor.shape)} in the model")
