@@ -15,7 +15,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pack import EXAMPLES, ROOT, write_demo_models
@@ -28,6 +30,8 @@ STARTUP_TIMEOUT = 120.0
 CI_COMMAND = "COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q"
 # Modules ComfyUI cannot start without that the pack's own .venv lacks.
 COMFYUI_MODULES = ("torchvision", "aiohttp", "comfyui_frontend_package")
+# Bases are prepared one at a time: transformers' lazy imports (the demo text encoders) are not thread-safe.
+PREPARE_LOCK = threading.Lock()
 
 
 class ServerError(RuntimeError):
@@ -97,27 +101,45 @@ def supports_whitelist(comfyui_dir: Path) -> bool:
     return cli_args.is_file() and "--whitelist-custom-nodes" in cli_args.read_text(errors="replace")
 
 
-def prepare_base(base: Path) -> None:
-    """BASE/custom_nodes/<pack> (a symlink), the demo models in BASE/models/wuerstchen, the example input image."""
+def prepare_base(base: Path, extra_custom_nodes=None, files=None) -> None:
+    """BASE/custom_nodes/<pack> (a symlink), the demo models in BASE/models/wuerstchen, the example input image.
+
+    ``extra_custom_nodes`` ({folder name: source folder}, other node packs) are copied into BASE/custom_nodes, so a
+    pack that writes its config beside its code writes into BASE; ``files`` ({path relative to BASE: text}) are
+    written after that, e.g. such a pack's config.
+    """
     for sub in ("custom_nodes", "models/wuerstchen", "input", "output"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(ROOT, target_is_directory=True)
+    for name, source in (extra_custom_nodes or {}).items():
+        shutil.copytree(source, base / "custom_nodes" / name,
+                        ignore=shutil.ignore_patterns(".git", "__pycache__", "node_modules"))
+    for relative, text in (files or {}).items():
+        (base / relative).parent.mkdir(parents=True, exist_ok=True)
+        (base / relative).write_text(text, encoding="utf-8")
     write_demo_models(base / "models" / "wuerstchen")
     shutil.copy(EXAMPLES / "wuerstchen_example_input.png", base / "input")
 
 
 @contextlib.contextmanager
-def running_server(comfyui_dir, python, base: Path, extra_args=(), startup_timeout: float = STARTUP_TIMEOUT):
-    """Prepare ``base``, start ComfyUI on a free 127.0.0.1 port (CPU), wait for /system_stats, stop it on exit."""
+def running_server(comfyui_dir, python, base: Path, extra_args=(), startup_timeout: float = STARTUP_TIMEOUT,
+                   extra_custom_nodes=None, files=None, port: int | None = None):
+    """Prepare ``base``, start ComfyUI on a free 127.0.0.1 port (CPU), wait for /system_stats, stop it on exit.
+
+    ``extra_custom_nodes`` and ``files`` go to ``prepare_base``: those packs load beside this one. ``port`` fixes
+    the port (a free one by default), for servers whose addresses must be known before they start.
+    """
     comfyui_dir = Path(comfyui_dir).resolve()
     if not (comfyui_dir / "main.py").is_file():
         raise ServerError(f"{comfyui_dir} has no main.py")
-    prepare_base(base)
-    port = free_port()
+    with PREPARE_LOCK:
+        prepare_base(base, extra_custom_nodes, files)
+    port = port or free_port()
     command = [str(python), "main.py", "--cpu", "--listen", HOST, "--port", str(port), "--disable-auto-launch",
                "--base-directory", str(base), "--database-url", "sqlite:///:memory:", *extra_args]
     if supports_whitelist(comfyui_dir):
-        command += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIR_NAME]
+        command += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIR_NAME,
+                    *(extra_custom_nodes or {})]
     log = base / "server.log"
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
     with open(log, "wb") as log_file:
@@ -146,3 +168,25 @@ def running_server(comfyui_dir, python, base: Path, extra_args=(), startup_timeo
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def running_servers(*settings: dict):
+    """Several ``running_server``s (one dict of its keyword arguments each), started at once; stops them all on exit.
+
+    Starting in parallel overlaps the imports of several ComfyUIs, and all are told to stop before any is waited
+    for (some packs take seconds to shut down); if one fails to start, those that started are stopped.
+    """
+    managers = [running_server(**kwargs) for kwargs in settings]
+    with contextlib.ExitStack() as stack:
+        with ThreadPoolExecutor(len(managers)) as pool:
+            futures = [pool.submit(manager.__enter__) for manager in managers]
+        started = [future.result() for future in futures if future.exception() is None]
+        for manager, future in zip(managers, futures):
+            if future.exception() is None:
+                stack.push(manager.__exit__)
+        stack.callback(lambda: [server.process.terminate() for server in started])
+        failed = [future.exception() for future in futures if future.exception() is not None]
+        if failed:
+            raise failed[0]
+        yield started
