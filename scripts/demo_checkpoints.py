@@ -1,16 +1,24 @@
 """Tiny random-weight Würstchen checkpoints in the released diffusers layout, written offline in seconds.
 
-They let a fresh machine (and the test suite) run the whole text-to-image path; their images are noise.
-Run directly: ``python scripts/demo_checkpoints.py OUT_DIR`` writes OUT_DIR/wuerstchen-prior and OUT_DIR/wuerstchen.
+They let a fresh machine (and the test suite) run every example workflow; their images are noise. As a command it
+writes them into a ComfyUI models folder under the names the example templates load (see ``--help``):
+
+    python scripts/demo_checkpoints.py --comfyui-models /path/to/ComfyUI/models
+
+Every weight file written here carries a demo mark, so the command replaces its own files and refuses to touch any
+other file of those names (a real checkpoint downloaded there).
 """
 
+import argparse
 import json
 import math
+import re
 import string
 import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +34,15 @@ TINY_DECODER = dict(c_in=4, c_out=4, c_r=8, c_cond=32, clip_embd=DECODER_TEXT_WI
                     c_hidden=[16, 32, 32], nhead=[-1, 2, 4], blocks=[1, 2, 1],
                     level_config=["CT", "CTA", "CTA"], inject_effnet=[False, True, True])
 TINY_VQGAN = dict(levels=2, bottleneck_blocks=1, embed_dim=16, num_vq_embeddings=32)
+
+# The file names the example templates load (example_workflows/, scripts/build_example_workflows.py).
+EFFNET_FILE = "model_v2_stage_b.pt"
+PRIOR_LORA_FILE = "wuerstchen_prior_lora.safetensors"
+# Stored in every weight file written here (safetensors metadata, a key of the .pt dict): what tells a demo file
+# from a real one.
+DEMO_MARK = {"wuerstchen_demo": "random weights from scripts/demo_checkpoints.py; images made with them are noise"}
+SAFETENSORS_METADATA = {"format": "pt", **DEMO_MARK}  # transformers refuses safetensors metadata without "format"
+WEIGHT_SUFFIXES = {".safetensors", ".sft", ".pt", ".pth", ".ckpt", ".bin"}
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 TINY_MERGES = ["h o", "r s", "rs e</w>", "ho rse</w>", "t h", "th e</w>"]
@@ -78,7 +95,7 @@ def write_text_encoder(root: Path, hidden_size: int, seed: int = 0) -> None:
     encoder_dir.mkdir(parents=True, exist_ok=True)
     model = tiny_text_model(hidden_size, seed)
     model.config.to_json_file(encoder_dir / "config.json")
-    save_file(legacy_state_dict(model), encoder_dir / "model.safetensors")
+    save_file(legacy_state_dict(model), encoder_dir / "model.safetensors", metadata=SAFETENSORS_METADATA)
     write_tiny_tokenizer(root / "tokenizer")
 
 
@@ -117,7 +134,8 @@ def tame_outputs_(prior=None, decoder=None) -> None:
 def write_component(folder: Path, class_name: str, config: dict, model: torch.nn.Module) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"_class_name": class_name, **config}, indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "diffusion_pytorch_model.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "diffusion_pytorch_model.safetensors",
+              metadata=SAFETENSORS_METADATA)
 
 
 def write_model_index(root: Path, class_name: str, components: dict) -> None:
@@ -157,9 +175,10 @@ def write_demo_effnet(path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {key: tensor.contiguous() for key, tensor in demo_effnet(seed).state_dict().items()}
     if path.suffix == ".safetensors":
-        save_file(state_dict, path)
+        save_file(state_dict, path, metadata=SAFETENSORS_METADATA)
     else:
-        torch.save({"state_dict": {"clf.1.weight": torch.zeros(2, 2)}, "effnet_state_dict": state_dict, "iter": 1}, path)
+        torch.save({"state_dict": {"clf.1.weight": torch.zeros(2, 2)}, "effnet_state_dict": state_dict, "iter": 1,
+                    **DEMO_MARK}, path)
     return path
 
 
@@ -184,12 +203,143 @@ def write_demo_models(out_dir, seed: int = 0, effnet: bool = False) -> dict[str,
                                                                   "vqgan": ["wuerstchen", "PaellaVQModel"]})
     paths = {"prior": prior_root, "decoder": decoder_root}
     if effnet:
-        paths["effnet"] = write_demo_effnet(out_dir / "model_v2_stage_b.pt", seed + 3)
+        paths["effnet"] = write_demo_effnet(out_dir / EFFNET_FILE, seed + 3)
     return paths
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/demo_checkpoints.py OUT_DIR")
-    for name, path in write_demo_models(sys.argv[1]).items():
+
+def write_demo_prior_lora(path, prior_folder, seed: int = 0, rank: int = 4) -> Path:
+    """A random rank-``rank`` LoRA on the demo prior's attention queries and values, in the diffusers training
+    script's peft naming (``prior.<module>.lora_A/B.weight``), which ComfyUI's LoRA loaders take for this pack."""
+    from core import load_prior
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    lora = {}
+    for name, weight in load_prior(prior_folder).state_dict().items():
+        if name.endswith((".to_q.weight", ".to_v.weight")):
+            module = f"prior.{name[:-len('.weight')]}"
+            lora[f"{module}.lora_A.weight"] = torch.randn(rank, weight.shape[1], generator=generator)
+            lora[f"{module}.lora_B.weight"] = torch.randn(weight.shape[0], rank, generator=generator)
+    save_file(lora, path, metadata=SAFETENSORS_METADATA)
+    return path
+
+
+def is_demo(path) -> bool:
+    """Whether a file or folder was written here: every weight file in it carries the demo mark (read from the
+    safetensors header, or from a ``.pt`` with torch.load(weights_only=True), memory-mapped)."""
+    path = Path(path)
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.suffix.lower() in WEIGHT_SUFFIXES]
+    return bool(files) and all(_is_demo_file(file) for file in files)
+
+
+def _is_demo_file(file: Path) -> bool:
+    try:
+        if file.suffix.lower() in (".safetensors", ".sft"):
+            with safe_open(file, framework="pt") as opened:
+                metadata = opened.metadata() or {}
+        elif file.suffix.lower() == ".pt":
+            metadata = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            return False
+    except Exception:  # unreadable, refused or another format: not a file this script wrote
+        return False
+    return isinstance(metadata, dict) and all(metadata.get(key) == value for key, value in DEMO_MARK.items())
+
+
+def refuse_real_models(paths) -> None:
+    """A one-line SystemExit naming the first of ``paths`` that exists and is not demo output."""
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and not is_demo(path):
+            raise SystemExit(f"error: {path} exists and is not a demo model written by this script (a real "
+                             f"checkpoint?); it was left alone and nothing was written. Move it away or pick "
+                             f"another models folder")
+
+
+def torchvision_install_command() -> str:
+    """pip's command for the torchvision build that matches this torch (torch 2.N ↔ torchvision 0.N+15)."""
+    version, _, local = torch.__version__.partition("+")
+    match = re.fullmatch(r"2\.(\d+)\.(\d+)", version)
+    requirement = f"torchvision==0.{int(match[1]) + 15}.{match[2]}" if match else "torchvision"
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", local) \
+        else ""
+    return f"{sys.executable} -m pip install {requirement}{index}"
+
+
+def torchvision_problem() -> str | None:
+    """None if torchvision imports; else one line naming it and how to install it (the EfficientNet needs it)."""
+    try:
+        import torchvision  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as error:  # a build for another torch fails at import
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        return (f"the EfficientNet encoder (image variation) needs torchvision, which does not import in this Python "
+                f"({first_line}); install the build matching torch {torch.__version__}: {torchvision_install_command()}")
+    return None
+
+
+def comfyui_demo_paths(models_dir) -> dict[str, Path]:
+    """Where ``write_comfyui_demo_models`` puts each model in a ComfyUI models folder."""
+    models_dir = Path(models_dir)
+    return {"prior": models_dir / "wuerstchen" / "wuerstchen-prior", "decoder": models_dir / "wuerstchen" / "wuerstchen",
+            "effnet": models_dir / "wuerstchen" / EFFNET_FILE, "prior_lora": models_dir / "loras" / PRIOR_LORA_FILE}
+
+
+def write_comfyui_demo_models(models_dir, seed: int = 0, effnet: bool = True, lora: bool = True) -> dict[str, Path]:
+    """The demo models in a ComfyUI models folder, under the names the example templates load:
+    ``wuerstchen/wuerstchen-prior``, ``wuerstchen/wuerstchen``, ``wuerstchen/model_v2_stage_b.pt`` (``effnet``, needs
+    torchvision) and ``loras/wuerstchen_prior_lora.safetensors`` (``lora``). Refuses (SystemExit, one line) before
+    writing anything if one of those names holds a real model."""
+    wanted = {name: path for name, path in comfyui_demo_paths(models_dir).items()
+              if (name != "effnet" or effnet) and (name != "prior_lora" or lora)}
+    refuse_real_models(wanted.values())
+    paths = write_demo_models(Path(models_dir) / "wuerstchen", seed, effnet=effnet)
+    if lora:
+        paths["prior_lora"] = write_demo_prior_lora(wanted["prior_lora"], paths["prior"], seed + 4)
+    return paths
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Write tiny random-weight Würstchen v2 models (1 MB, plus 78 MB for the EfficientNet encoder; "
+                    "seconds on a CPU) to try the pack without downloading weights. Every image made with them is "
+                    "noise.",
+        epilog="Then start ComfyUI and open Templates → ComfyUI-Wuerstchen: every example workflow finds its "
+               "models. Demo files are replaced on a rerun; real checkpoints of those names are never overwritten.")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--comfyui-models", type=Path, metavar="DIR",
+                       help="a ComfyUI models folder (ComfyUI/models): writes wuerstchen/wuerstchen-prior, "
+                            f"wuerstchen/wuerstchen, wuerstchen/{EFFNET_FILE} and loras/{PRIOR_LORA_FILE}")
+    where.add_argument("out_dir", nargs="?", type=Path,
+                       help="instead, a plain folder for WUERSTCHEN_MODEL_DIRS: OUT_DIR/wuerstchen-prior and "
+                            "OUT_DIR/wuerstchen only")
+    parser.add_argument("--no-effnet", action="store_true",
+                        help=f"skip {EFFNET_FILE} (the image-variation template's EfficientNet; it needs torchvision)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.out_dir is not None:
+        paths = {name: args.out_dir / name for name in ("wuerstchen-prior", "wuerstchen")}
+        refuse_real_models(paths.values())
+        written = write_demo_models(args.out_dir, args.seed)
+    else:
+        models = args.comfyui_models
+        if (models / "main.py").is_file():
+            raise SystemExit(f"error: {models} is ComfyUI's own folder; give its models folder: "
+                             f"--comfyui-models {models / 'models'}")
+        if not models.is_dir():
+            raise SystemExit(f"error: --comfyui-models {models} is not a folder; give ComfyUI's models folder "
+                             f"(ComfyUI/models)")
+        if not args.no_effnet and (problem := torchvision_problem()):
+            raise SystemExit(f"error: {problem}; or pass --no-effnet to skip the image-variation model")
+        written = write_comfyui_demo_models(models, args.seed, effnet=not args.no_effnet)
+    for name, path in written.items():
         print(f"{name}: {path}")
+    print("demo models written: random weights, so every image made with them is noise")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
