@@ -8,7 +8,7 @@ from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet
 from ..core.validation import check_finite_inputs
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
 from .images import image_pixels, size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
 from .model_files import is_changed_by
 from .queue_checks import check_inputs, input_problems
 from .wiring import EFFNET, make_latent
@@ -42,10 +42,11 @@ class WuerstchenEfficientNetLoader:
     IS_CHANGED = is_changed_by("effnet_name")
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
-        path = resolve_model(effnet_name)
-        # Placed like the VQGAN: a small image model that runs once per image.
-        load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
-        encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
+        with loading_errors():
+            path = resolve_model(effnet_name)
+            # Placed like the VQGAN: a small image model that runs once per image.
+            load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
+            encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
         return (manage("effnet", encoder, load_device, offload_device, storage, full_load=True),)
 
 

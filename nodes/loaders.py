@@ -1,5 +1,7 @@
 """One loader per component, so ComfyUI can keep each one in or out of VRAM on its own."""
 
+import contextlib
+
 import torch
 
 from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
@@ -35,8 +37,18 @@ class TextEncoderModule(torch.nn.Module):
         self.clip = clip
 
 
-def load_component(kind: str, name: str, weight_dtype: str):
+@contextlib.contextmanager
+def loading_errors():
+    """A loader's errors as one bounded line with paths relative to the model folders (the engine names files by
+    their full path, which is the server's business, not the user's)."""
     try:
+        yield
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
+        raise bounded_error(error, model_dirs()) from error
+
+
+def load_component(kind: str, name: str, weight_dtype: str):
+    with loading_errors():
         path = resolve_model(name)
         load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
         if kind == "text_encoder":
@@ -45,8 +57,6 @@ def load_component(kind: str, name: str, weight_dtype: str):
                           handle=encoder, full_load=True)
         module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
         return manage(kind, module, load_device, offload_device, compute)
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
-        raise bounded_error(error, model_dirs()) from error
 
 
 class _ComponentLoader:

@@ -12,7 +12,7 @@ from ..core import stage_b_size, stage_c_size
 from . import native
 from .comfy_bridge import check_fits, intermediate_device, list_models, resolve_model
 from .images import size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component, loading_errors
 from .model_files import is_changed_by
 from .queue_checks import check_inputs, input_problems
 from .wiring import TEXT_ENCODER, make_latent
@@ -52,7 +52,8 @@ class WuerstchenPriorModelLoader:
     IS_CHANGED = is_changed_by("prior_name")
 
     def load(self, prior_name: str, weight_dtype: str = "auto"):
-        return (native.module("loading").load_native_model("prior", resolve_model(prior_name), weight_dtype),)
+        with loading_errors():
+            return (native.module("loading").load_native_model("prior", resolve_model(prior_name), weight_dtype),)
 
 
 class WuerstchenDecoderModelLoader:
@@ -71,7 +72,9 @@ class WuerstchenDecoderModelLoader:
     IS_CHANGED = is_changed_by("decoder_name")
 
     def load(self, decoder_name: str, weight_dtype: str = "auto"):
-        return (native.module("loading").load_native_model("decoder", resolve_model(decoder_name), weight_dtype),)
+        with loading_errors():
+            path = resolve_model(decoder_name)
+            return (native.module("loading").load_native_model("decoder", path, weight_dtype),)
 
 
 def _checkpoint_input(kinds: tuple, what: str) -> dict:
@@ -98,7 +101,8 @@ class WuerstchenPriorCheckpointLoader:
     IS_CHANGED = is_changed_by("folder")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
-        model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
+        with loading_errors():
+            model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
         return model, load_component("text_encoder", folder, weight_dtype)
 
 
@@ -119,8 +123,9 @@ class WuerstchenDecoderCheckpointLoader:
     IS_CHANGED = is_changed_by("folder")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
-        model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
-        vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
+        with loading_errors():
+            model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
+            vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
         return model, load_component("text_encoder", folder, weight_dtype), vae
 
 
@@ -140,7 +145,8 @@ class WuerstchenVAELoader:
     IS_CHANGED = is_changed_by("vqgan_name")
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
-        return (native.module("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
+        with loading_errors():
+            return (native.module("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
 
 
 class WuerstchenEmptyLatent:

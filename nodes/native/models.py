@@ -10,6 +10,7 @@ import comfy.model_management
 import torch
 
 from ...core import LATENT_DIM_SCALE, step_memory_bytes
+from ...core.validation import check_finite, check_finite_inputs
 from .model_sampling import WuerstchenSampling
 
 
@@ -54,6 +55,7 @@ def shared_latents(sample: torch.Tensor, ratio: torch.Tensor, rows: int):
 class _WuerstchenModel(comfy.model_base.BaseModel):
     IS_WUERSTCHEN_MODEL = True  # what the LoRA key maps look for (see lora.py)
     STAGE = ""
+    STAGE_NAME = ""  # as the pack's samplers name it in errors
     LATENT_NAME = ""
 
     def __init__(self, model_config, diffusion_model: torch.nn.Module, device=None):
@@ -67,15 +69,23 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         self._check_latent(x)
+        # NaN/Inf never pass silently: a bad input is named, a bad output gets its cause (a check per step is small
+        # beside a denoiser step, and KSampler gives no other place to look).
+        check_finite_inputs(f"the Würstchen {self.STAGE}", {"latent_image": x})
         dtype = self.manual_cast_dtype or self.get_dtype()
         sample = self.model_sampling.calculate_input(t, x).to(dtype)
         ratio = self.model_sampling.timestep(t).to(device=x.device, dtype=dtype)  # the reference feeds r in dtype
         text = self._text_states(c_crossattn, sample.device, dtype)
         sample, ratio = shared_latents(sample, ratio, text.shape[0])
         run = transformer_options.get("sample_sigmas", None)
-        conditioning = self.run_cache.get(run, "text", text, self.diffusion_model.cache_conditioning)
+        conditioning = self.run_cache.get(run, "text", text, self._text_conditioning)
         eps = self._predict_noise(sample, ratio, conditioning, dtype, run, **kwargs)
+        check_finite(self.STAGE_NAME, eps, self.diffusion_model)
         return self.model_sampling.calculate_denoised(t, eps.float(), x)
+
+    def _text_conditioning(self, text: torch.Tensor):
+        check_finite_inputs(f"the Würstchen {self.STAGE}", {"positive/negative conditioning": text})
+        return self.diffusion_model.cache_conditioning(text)
 
     def _check_latent(self, x: torch.Tensor) -> None:
         channels = self.diffusion_model.c_in
@@ -108,7 +118,7 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
 
 
 class WuerstchenPriorModel(_WuerstchenModel):
-    STAGE, LATENT_NAME = "prior", "Stage C latent"
+    STAGE, STAGE_NAME, LATENT_NAME = "prior", "Stage C (prior)", "Stage C latent"
 
     @property
     def text_width(self) -> int:
@@ -119,7 +129,7 @@ class WuerstchenPriorModel(_WuerstchenModel):
 
 
 class WuerstchenDecoderModel(_WuerstchenModel):
-    STAGE, LATENT_NAME = "decoder", "Stage B latent"
+    STAGE, STAGE_NAME, LATENT_NAME = "decoder", "Stage B (decoder)", "Stage B latent"
 
     @property
     def text_width(self) -> int:
@@ -150,5 +160,9 @@ class WuerstchenDecoderModel(_WuerstchenModel):
             raise ValueError(f"positive: the Würstchen decoder needs a {channels}-channel Stage C latent in its "
                              f"conditioning (StableCascade_StageB_Conditioning), got {found}")
         effnet = comfy.model_management.cast_to_device(effnet, sample.device, dtype)
-        effnet = self.run_cache.get(run, "effnet", effnet, self.diffusion_model.cache_effnet)
+        effnet = self.run_cache.get(run, "effnet", effnet, self._effnet_conditioning)
         return self.diffusion_model(sample, ratio, effnet, conditioning)
+
+    def _effnet_conditioning(self, effnet: torch.Tensor):
+        check_finite_inputs("the Würstchen decoder", {"the Stage C latent in positive": effnet})
+        return self.diffusion_model.cache_effnet(effnet)

@@ -11,6 +11,7 @@ import comfy.sd
 import torch
 
 from ...core import VQ_SCALE_FACTOR, load_vqgan
+from ...core.validation import check_finite, check_finite_inputs
 from ..comfy_bridge import placement
 
 # Bytes per latent pixel at full resolution, as the pack's VQ decode node plans them (largest activation × 3).
@@ -25,10 +26,12 @@ class StageA(torch.nn.Module):
         self.vqgan = vqgan
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vqgan.encode(images) / VQ_SCALE_FACTOR
+        check_finite_inputs("the VQGAN", {"pixels": images})
+        return check_finite("Stage A (VQGAN encode)", self.vqgan.encode(images) / VQ_SCALE_FACTOR, self.vqgan)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vqgan.decode(latents * VQ_SCALE_FACTOR)
+        check_finite_inputs("the VQGAN", {"samples": latents})  # a NaN latent would decode to a black image
+        return check_finite("Stage A (VQGAN decode)", self.vqgan.decode(latents * VQ_SCALE_FACTOR), self.vqgan)
 
 
 class WuerstchenVAE(comfy.sd.VAE):

@@ -21,7 +21,7 @@ COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
 from comfy_server import ServerError, running_server  # noqa: E402
-from pack import ROOT  # noqa: E402
+from pack import EXAMPLES, ROOT  # noqa: E402
 from test_reliability_server import assert_short, execution_error, rejected, run, small_t2i  # noqa: E402
 
 PRIOR_LOADER, PRIOR_TEXT, PRIOR, DECODER, SAVE = "1", "3", "5", "9", "12"
@@ -50,6 +50,8 @@ def write_models(models) -> None:
     weights = load_file(weights_file)
     weights["out.1.weight"] = weights["out.1.weight"].clone().fill_(math.nan)
     save_file(weights, weights_file)
+    no_weights = shutil.copytree(models / "wuerstchen-prior", models / "no-weights-prior")
+    (no_weights / "prior" / "diffusion_pytorch_model.safetensors").unlink()
 
 
 def answers(server) -> bool:
@@ -139,6 +141,16 @@ def test_nan_weights_are_named_as_the_cause(server):
     assert error["exception_type"] == "wuerstchen.NonFiniteOutputError"
 
 
+def test_nan_weights_stop_the_native_path_too(server):
+    prompt = json.loads((EXAMPLES / "api" / "wuerstchen_native_ksampler.json").read_text(encoding="utf-8"))
+    prompt["1"]["inputs"]["folder"] = "nan-prior"
+    prompt["7"]["inputs"].update(width=256, height=256)
+    prompt["8"]["inputs"]["steps"] = prompt["10"]["inputs"]["steps"] = 2
+    error = fails_at(server, prompt, "8")  # KSampler, before a black image is saved
+    assert error["exception_message"].startswith(
+        "Stage C (prior) produced NaN/Inf values: its weight out.1.weight holds NaN/Inf values"), error
+
+
 # --- item 6: error types without the install path --------------------------------------------------------------
 
 def test_a_checkpoint_error_has_a_short_type(server):
@@ -148,6 +160,15 @@ def test_a_checkpoint_error_has_a_short_type(server):
     error = fails_at(server, small_t2i(**{"10.vqgan_name": "cut.safetensors"}), "10")
     assert error["exception_type"] == "wuerstchen.CheckpointError", error
     assert error["exception_message"].startswith("cut.safetensors cannot be read")
+
+
+def test_a_native_loader_error_names_no_absolute_path(server):
+    prompt = {"1": {"class_type": "WuerstchenPriorModelLoader", "inputs": {"prior_name": "no-weights-prior",
+                                                                           "weight_dtype": "auto"}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    error = fails_at(server, prompt, "1")
+    assert error["exception_message"].startswith("no weights in no-weights-prior/prior: expected "), error
+    assert error["exception_type"] == "FileNotFoundError"
 
 
 # --- item 8: native nodes' numbers through links -----------------------------------------------------------------
