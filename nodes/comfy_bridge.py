@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..core import DTYPE_NAMES, SUPPORTED_DTYPES, is_regular_file_or_folder, path_inside, shown
+from ..core.checkpoints.memory import available_bytes
 from .messages import bounded_message
 from .model_listing import list_folder
 
@@ -205,18 +206,7 @@ def memory_for_tensors(device) -> int | None:
         return int(model_management.get_total_memory(device))
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[1]
-    return _available_ram() if device.type == "cpu" else None
-
-
-def _available_ram() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return available_bytes(device)
 
 
 def check_fits(what: str, size_bytes: int, device, advice: str) -> None:
