@@ -74,24 +74,29 @@ def _shown(text: str) -> str:
 
 
 def _check_nesting(text: str) -> None:
-    """Refuses more than MAX_NESTING brackets open at once (counting those never closed, which a group could still
-    hold) in a few tensor passes, so a prompt of 100,000 brackets is refused in milliseconds."""
+    """Refuses more than MAX_NESTING bracket groups open at once, in a few tensor passes over the text, so a prompt of
+    100,000 brackets is refused in milliseconds (matching them one by one takes a Python loop)."""
     if "(" not in text and "[" not in text:
         return
     codes = torch.frombuffer(bytearray(text.encode("utf-32-le", "surrogatepass")), dtype=torch.int32)
-    depth = sum(_open_brackets(codes, opener, closer) for opener, closer in _CLOSERS.items())
+    depth = sum(_open_groups(codes, opener, closer) for opener, closer in _CLOSERS.items())
     if int(depth.max()) > MAX_NESTING:
         index = int((depth > MAX_NESTING).nonzero()[0])
         raise PromptSyntaxError(f"emphasis brackets nest more than {MAX_NESTING} levels deep at "
-                                f"'{_shown(text[index:])}'; use at most {MAX_NESTING} (\\( and \\) are literal "
-                                f"brackets)")
+                                f"'{_shown(text[index:])}'; use at most {MAX_NESTING}")
 
 
-def _open_brackets(codes: torch.Tensor, opener: str, closer: str) -> torch.Tensor:
-    """How many ``opener`` brackets are open after each character; a closer with none open is text."""
-    steps = (codes == ord(opener)).to(torch.int64) - (codes == ord(closer)).to(torch.int64)
-    total = steps.cumsum(0)
-    return total - torch.cummin(total, 0).values.clamp(max=0)  # the walk clipped at 0
+def _open_groups(codes: torch.Tensor, opener: str, closer: str) -> torch.Tensor:
+    """How many ``opener`` brackets that close later are open after each character (one never closed is text, and
+    so is a closer with none open): the bracket walk clipped at 0; an opener closes where the walk later drops
+    below its level, and each closer that drops it closes one of those."""
+    opens, closes = codes == ord(opener), codes == ord(closer)
+    walk = (opens.to(torch.int64) - closes.to(torch.int64)).cumsum(0)
+    level = walk - torch.cummin(walk, 0).values.clamp(max=0)
+    lowest_after = torch.cat([torch.cummin(level.flip(0), 0).values.flip(0)[1:], level.new_full((1,), len(level))])
+    level_before = torch.cat([level.new_zeros(1), level[:-1]])
+    closing = opens & (lowest_after < level)
+    return closing.to(torch.int64).cumsum(0) - (closes & (level_before > 0)).to(torch.int64).cumsum(0)
 
 
 def _matching_brackets(text: str) -> dict[int, int]:

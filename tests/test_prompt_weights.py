@@ -86,7 +86,8 @@ def test_nesting_depth_is_bounded(depth, refused):
         parse_prompt(prompt)
 
 
-@pytest.mark.parametrize("prompt", ["(" * 50_000 + "cat" + ")" * 50_000, "(" * 100_000, "[(" * 50_000])
+@pytest.mark.parametrize("prompt", ["(" * 50_000 + "cat" + ")" * 50_000, "[(" * 25_000 + "cat" + ")]" * 25_000,
+                                    "(" * 40 + "cat" + ")" * 40 + "(" * 100_000])
 def test_a_deep_100_kb_prompt_is_refused_in_well_under_a_tenth_of_a_second(prompt):
     started = time.perf_counter()
     with pytest.raises(PromptSyntaxError) as error:
@@ -94,6 +95,11 @@ def test_a_deep_100_kb_prompt_is_refused_in_well_under_a_tenth_of_a_second(promp
     elapsed = time.perf_counter() - started
     assert elapsed < 0.05, f"{elapsed:.3f} s"
     assert len(str(error.value)) < 200
+
+
+def test_brackets_that_never_close_are_text_at_any_count():
+    assert parse_prompt("sad :( " * 1_000 + "(cat)") == [("sad :( " * 1_000, 1.0), ("cat", E)]
+    assert parse_prompt("(" * 100_000) == [("(" * 100_000, 1.0)]
 
 
 def best_time(prompt: str) -> float:
