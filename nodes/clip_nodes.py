@@ -1,0 +1,49 @@
+"""The Würstchen text encoders as ComfyUI CLIP, for stock CLIPTextEncode, LoraLoader and the other CLIP nodes."""
+
+from . import native
+from .comfy_bridge import list_models, model_dirs, resolve_model, show_text
+from .loaders import WEIGHT_DTYPES, stage_of_text_encoder
+from .messages import bounded_error
+from .model_files import is_changed_by
+
+DTYPE_TOOLTIP = ("Storage dtype of the weights; ComfyUI's CLIP computes in fp32 whatever they are stored in. auto: "
+                 "ComfyUI's text-encoder rule (fp16 unless a --*-text-enc flag says otherwise). fp32 gives the "
+                 "reference's conditioning exactly.")
+
+
+class WuerstchenCLIPLoader:
+    DESCRIPTION = ("Loads a Würstchen v2 text encoder as a ComfyUI CLIP, for CLIPTextEncode, LoraLoader and the other "
+                   "CLIP nodes, encoding as the reference does: the final hidden states of 77 tokens, padded with the "
+                   "tokenizer's pad token and masked; a longer prompt is cut to 77 tokens with a warning. Each stage "
+                   "has its own: the prior's folder (wuerstchen-prior) holds CLIP-bigG, 1280 wide; the decoder's "
+                   "(wuerstchen) holds CLIP-ViT-H, 1024 wide. After loading, the node says which stage the encoder "
+                   "serves.")
+    CATEGORY = "loaders/wuerstchen"
+    RETURN_TYPES, RETURN_NAMES = ("CLIP",), ("clip",)
+    OUTPUT_TOOLTIPS = ("The text encoder as a CLIP, managed by ComfyUI. Each stage needs its own.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip_name": (list_models("text_encoder"), {"tooltip": "A diffusers folder in models/wuerstchen or "
+                                                                   "models/diffusers holding text_encoder/ and "
+                                                                   "tokenizer/, or such a text_encoder folder."}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+        }}
+
+    IS_CHANGED = is_changed_by("clip_name")
+
+    def load(self, clip_name: str, weight_dtype: str = "auto"):
+        clip = load_clip(clip_name, weight_dtype)
+        show_text(stage_of_text_encoder(clip.cond_stage_model.width))
+        return (clip,)
+
+
+def load_clip(name: str, weight_dtype: str = "auto", stage: str | None = None):
+    """The CLIP at ``name`` (as the loaders list it) for ``stage`` ("prior", "decoder" or None: the width tells);
+    errors in one line. The checkpoint loaders call it with their folder and stage."""
+    try:
+        return native.module("clip").load_clip(resolve_model(name), weight_dtype, stage)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
+        raise bounded_error(error, model_dirs()) from error
