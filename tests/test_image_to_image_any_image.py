@@ -139,6 +139,9 @@ def test_overrides_size_the_image_encoders_and_name_the_encoder_file():
         (by_type["WuerstchenPriorSampler"]["width"], by_type["WuerstchenPriorSampler"]["height"]) == (512, 384)
     assert by_type["WuerstchenEfficientNetLoader"]["effnet_name"] == "effnet_v2.safetensors"
     img2img = json.loads((EXAMPLES / "api" / "wuerstchen_image_to_image.json").read_text())
+    with pytest.raises(SystemExit, match="--effnet"):  # image-to-image has no EfficientNet loader: not silence
+        run_workflow.apply_overrides(img2img, args)
+    args.effnet = None
     vq_id = next(node_id for node_id, node in img2img.items() if node["class_type"] == "WuerstchenVQEncode")
     assert run_workflow.apply_overrides(img2img, args)[vq_id]["inputs"]["width"] == 512
     img2img[vq_id]["inputs"].update(width=0, height=0)  # 0 = keep the image's size: left alone
