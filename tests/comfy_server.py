@@ -26,8 +26,8 @@ import queue_workflow as qw  # scripts/ is on sys.path through pack.py
 PACK_DIR_NAME = "ComfyUI-Wuerstchen"
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 120.0
-# What .ci/run runs from the repository root once it has built .venv-comfyui (torchvision, ComfyUI's requirements).
-CI_COMMAND = "COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python -m pytest tests/comfyui -q"
+# How .ci/run runs the real-server suite from the repository root, once per ComfyUI checkout.
+CI_COMMAND = "bash .ci/comfyui-tests 0.3.64   (or 0.8.0, or /path/to/ComfyUI; after .ci/run built .venv-comfyui)"
 # Modules ComfyUI cannot start without that the pack's own .venv lacks.
 COMFYUI_MODULES = ("torchvision", "aiohttp", "comfyui_frontend_package")
 # Bases are prepared one at a time: transformers' lazy imports (the demo text encoders) are not thread-safe.
