@@ -45,4 +45,4 @@ def encode_image(encoder: EfficientNetEncoder, images: torch.Tensor, *, width: i
     device = torch.device(device) if device is not None else param.device
     pixels = effnet_pixels(images, width=width, height=height, device=device)
     latents = encoder(pixels.to(compute_dtype))
-    return check_finite("The EfficientNet encoder (Stage C)", latents)
+    return check_finite("The EfficientNet encoder (Stage C)", latents, encoder)

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet_encoder
-from ..core.validation import check_finite_inputs
+from ..core import check_finite_inputs
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
 from .images import image_pixels, size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors

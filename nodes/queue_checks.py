@@ -11,7 +11,7 @@ value, and lets NaN through everywhere).
 import math
 
 from ..core import check_image_size
-from ..core.validation import check_prompt_emphasis
+from ..core import check_prompt_emphasis
 
 
 def input_problems(spec: dict, **values) -> str | bool:

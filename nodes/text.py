@@ -2,7 +2,7 @@
 
 import torch
 
-from ..core.validation import check_prompt_emphasis
+from ..core import check_prompt_emphasis
 from .comfy_bridge import activate, intermediate_device, show_text
 from .queue_checks import prompt_problems
 from .wiring import TEXT_ENCODER, make_conditioning

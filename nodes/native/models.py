@@ -10,7 +10,7 @@ import comfy.model_management
 import torch
 
 from ...core import LATENT_DIM_SCALE, step_memory_bytes
-from ...core.validation import check_finite, check_finite_inputs
+from ...core import check_finite, check_finite_inputs
 from .model_sampling import WuerstchenSampling
 
 

@@ -11,7 +11,7 @@ import comfy.sd
 import torch
 
 from ...core import VQ_SCALE_FACTOR, load_vqgan
-from ...core.validation import check_finite, check_finite_inputs
+from ...core import check_finite, check_finite_inputs
 from ..comfy_bridge import placement
 
 # Bytes per latent pixel at full resolution, as the pack's VQ decode node plans them (largest activation × 3).
