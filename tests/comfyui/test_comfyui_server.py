@@ -293,7 +293,11 @@ def test_text_to_image_over_http_with_progress_and_previews(server, ws, tmp_path
     for path in paths:
         size, mode, text = png_info(path.read_bytes())
         assert size == (384, 256) and mode == "RGB"
-        assert json.loads(text["prompt"]) == prompt
+        embedded = json.loads(text["prompt"])
+        # ComfyUI records each IS_CHANGED result (here the loaders' file signatures) in the prompt it saves.
+        assert all("is_changed" in embedded[node_id] for node_id in ("1", "6", "10"))
+        assert {node_id: {key: value for key, value in node.items() if key != "is_changed"}
+                for node_id, node in embedded.items()} == prompt
         assert json.loads(text["workflow"]) == workflow
 
     # Progress: 1..steps for each sampler, in order, with the right max.
