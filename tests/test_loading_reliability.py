@@ -133,6 +133,16 @@ def test_the_effnet_encoder_survives_its_file_changing(tmp_path):
     torch.testing.assert_close(encoder(pixels), before)
 
 
+def test_an_older_safetensors_copies_out_of_short_lived_mappings(tmp_path, monkeypatch):
+    import core.checkpoints.files as files
+    monkeypatch.setattr(files, "_tensors_in_file_order", lambda file: None)  # a safetensors without offset_keys
+    monkeypatch.setattr(files, "MAPPED_BYTES_AT_ONCE", 1 << 16)  # many mappings, each dropped after its share
+    model = tiny_model("decoder")
+    folder = write_component_folder(tmp_path / "decoder", "decoder", model)
+    assert_owned_and_intact(load_decoder(folder, dtype=torch.float16), [folder / "diffusion_pytorch_model.safetensors"],
+                            {key: tensor.half() for key, tensor in weights_of(model).items()})
+
+
 def test_a_file_changing_while_it_is_read_is_refused(tmp_path, monkeypatch):
     file = tmp_path / "prior.safetensors"
     save_file(weights_of(tiny_model("prior")), file)
@@ -168,7 +178,7 @@ PEAK_SCRIPT = textwrap.dedent("""
 def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc/self/clear_refs to measure a peak")
-    config = dict(c_in=16, c=256, c_cond=64, c_r=8, depth=12, nhead=4)  # about 40 MB in fp32
+    config = dict(c_in=16, c=384, c_cond=64, c_r=8, depth=16, nhead=6)  # about 120 MB in fp32
     model = tiny_model("prior", config)
     safetensors_folder = write_component_folder(tmp_path / "prior", "prior", model)
     pt_file = tmp_path / "model_v3_stage_c.pt"
@@ -179,8 +189,9 @@ def test_peak_memory_while_loading_is_about_one_copy_of_the_weights(tmp_path):
                                 text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode == 0, result.stderr[-2000:]
         weights, peak = map(int, result.stdout.split())
-        # 12 MiB: what loading costs beside the weights (modules, unpickler), a rounding error at the real 3.7 GiB.
-        assert weights > 20e6 and peak <= 1.1 * weights + (12 << 20), \
+        # 32 MiB: what loading costs beside the weights (modules, unpickler, reading threads and their malloc
+        # arenas), a rounding error at the real 3.7 GiB.
+        assert weights > 50e6 and peak <= 1.1 * weights + (32 << 20), \
             f"{path.name} in {dtype}: peak {peak >> 20} MiB for {weights >> 20} MiB of weights"
 
 
@@ -213,7 +224,8 @@ def test_prior_config_values_beyond_any_wuerstchen_prior_are_refused_at_once(tmp
 @pytest.mark.parametrize("changes,expected", [
     ({"nhead": [-1, 3, 4]}, "nhead[1]=3: expected a whole number of at least 1 that divides c_hidden[1]=32"),
     ({"nhead": [-1, 0, 4]}, "nhead[1]=0: expected a whole number of at least 1 that divides c_hidden[1]=32"),
-    ({"nhead": [-1, 2, 400]}, "nhead=[-1, 2, 400]: 400 does not fit a list like [-1, 10, 20, 20] (whole numbers from -1 to 80"),
+    ({"nhead": [-1, 2, 400]},
+     "nhead=[-1, 2, 400]: 400 does not fit a list like [-1, 10, 20, 20] (whole numbers from -1 to 80"),
     ({"blocks": [1, 2, 57]}, "blocks=[1, 2, 57]: 57 does not fit a list like [4, 4, 14, 4] (whole numbers from 1 to 56"),
     ({"c_hidden": [16, 32, 6000]},
      "c_hidden=[16, 32, 6000]: 6000 does not fit a list like [320, 640, 1280, 1280] (whole numbers from 1 to 5120"),
@@ -250,7 +262,8 @@ def test_a_model_larger_than_the_memory_there_is_is_refused_before_building(tmp_
         load_prior(folder)
     assert time.perf_counter() - started < 10
     message = str(raised.value)
-    assert message.startswith("prior/config.json: the Würstchen prior (Stage C) with c=6144, depth=128 needs "), message
+    assert message.startswith("prior/config.json: the Würstchen prior (Stage C) with c=6144, depth=128 needs "), \
+        message
     assert " GiB for its weights in float32, but only " in message and "GiB of RAM is available" in message
 
 
@@ -261,7 +274,8 @@ def test_the_memory_check_uses_what_the_machine_has(tmp_path, monkeypatch, compo
     with pytest.raises(CheckpointError) as raised:
         LOADERS[component](folder, dtype=torch.bfloat16)
     message = str(raised.value)
-    assert message.startswith(f"{component}/config.json: the Würstchen ") and " in bfloat16, but only 0.0 GiB" in message
+    assert message.startswith(f"{component}/config.json: the Würstchen "), message
+    assert " in bfloat16, but only 0.0 GiB" in message
     monkeypatch.setattr(memory, "available_bytes", lambda device: None)  # unknown: nothing is refused
     LOADERS[component](folder)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -23,6 +24,9 @@ WRAPPER_KEYS = ("ema_state_dict", "state_dict", "model_state_dict", "model", "mo
 _WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
 # Copying out of a mapping maps the file afresh after this many bytes (see _copied_out_of_mappings).
 MAPPED_BYTES_AT_ONCE = 128 << 20
+# Reading a safetensors file: the first touch of fresh memory, not the copy, is what costs; two threads share it.
+READ_THREADS = 2
+_SAFETENSORS_LENGTH_FIELD = 8  # the header's length, a little-endian u64 at the start of the file
 
 
 # ---------------------------------------------------------------- finding the files
@@ -142,9 +146,12 @@ def _file_version(file: Path) -> tuple[int, int, int]:
 
 
 def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None, *, copy: bool = False) -> torch.Tensor:
-    if dtype is None or not tensor.is_floating_point():
-        dtype = tensor.dtype
-    return tensor.to(dtype, copy=copy)
+    return tensor.to(_target_dtype(tensor, dtype), copy=copy)
+
+
+def _target_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype`` for floating-point tensors; integer and bool ones keep theirs."""
+    return dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
 
 
 def _copied_out_of_mappings(map_file, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -172,15 +179,66 @@ def _read_safetensors(file: Path, nested_key=None, *, dtype=None, mapped_only=Fa
     try:
         if mapped_only:
             return _mapped_safetensors(file)
-        try:
-            opened = safe_open(file, framework="pt", device="cpu", backend="pread")
-        except TypeError:  # a safetensors without the pread backend reads only through a mapping
+        order = _tensors_in_file_order(file)
+        if order is None:  # an older safetensors: copy out of mappings instead
             return _copied_out_of_mappings(lambda: _mapped_safetensors(file), dtype)
-        with opened:  # plain reads into fresh tensors: nothing stays tied to the file
-            return {key: _in_dtype(opened.get_tensor(key), dtype) for key in opened.keys()}
+        return _read_into_fresh_tensors(file, order, dtype)
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{file.name} cannot be read: truncated or not a safetensors file "
                               f"({first_line(error)})") from error
+
+
+def _tensors_in_file_order(file: Path) -> list[str] | None:
+    """The tensor names by where their data starts, or None from a safetensors too old to tell."""
+    with safe_open(file, framework="pt", device="cpu") as opened:
+        return opened.offset_keys() if hasattr(opened, "offset_keys") else None
+
+
+def _read_into_fresh_tensors(file: Path, order: list[str], dtype) -> dict[str, torch.Tensor]:
+    """Each tensor read with plain reads into a tensor of its own; ``READ_THREADS`` threads read a part each.
+
+    safetensors parses the header (names, dtypes, shapes, order); where each tensor starts follows from the format's
+    rule that the tensors fill the end of the file back to back, checked against the header's length field. This
+    reads 1.5-2× faster than safetensors' own pread backend on the measured machine (docs/performance.md).
+    """
+    views = _mapped_safetensors(file)  # dtypes and shapes only: no data is read through this mapping
+    starts, start = {}, file.stat().st_size - sum(views[key].nbytes for key in order)
+    for key in order:
+        starts[key], start = start, start + views[key].nbytes
+    with open(file, "rb", buffering=0) as handle:
+        header_length = int.from_bytes(handle.read(_SAFETENSORS_LENGTH_FIELD), "little")
+    if order and starts[order[0]] != _SAFETENSORS_LENGTH_FIELD + header_length:
+        raise ValueError("its tensors do not fill the file after the header")
+
+    def read_part(keys: list[str]) -> list[torch.Tensor]:
+        staging = torch.empty(0, dtype=torch.uint8)  # for tensors converted to another dtype: reused
+        tensors = []
+        with open(file, "rb", buffering=0) as handle:
+            for key in keys:
+                view, target = views[key], _target_dtype(views[key], dtype)
+                if target == view.dtype:
+                    data = torch.empty(view.nbytes, dtype=torch.uint8)
+                else:
+                    staging = staging if staging.numel() >= view.nbytes else torch.empty(view.nbytes, dtype=torch.uint8)
+                    data = staging[:view.nbytes]
+                handle.seek(starts[key])
+                _read_exactly(handle, memoryview(data.numpy()))
+                tensor = data.view(view.dtype).reshape(view.shape)
+                tensors.append(tensor if target == view.dtype else torch.empty(view.shape, dtype=target).copy_(tensor))
+        return tensors
+    parts = [order[index::READ_THREADS] for index in range(READ_THREADS)]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return {key: tensor for keys, tensors in zip(parts, pool.map(read_part, parts))
+                for key, tensor in zip(keys, tensors)}
+
+
+def _read_exactly(handle, buffer: memoryview) -> None:
+    done = 0
+    while done < len(buffer):
+        count = handle.readinto(buffer[done:])
+        if not count:
+            raise OSError(f"the file ends {len(buffer) - done} bytes early")
+        done += count
 
 
 def _mapped_safetensors(file: Path) -> dict[str, torch.Tensor]:
