@@ -18,6 +18,9 @@ IMAGE_SIZE_STEP, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 128, 256, 4096
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+# The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
+TEXT_ENCODER_WIDTHS = {"prior": 1280, "decoder": 1024}
+
 # Compute dtypes each stage may run in, best first when memory is short. Not fp16 for the prior: Stable Cascade's
 # stage C gives NaNs in fp16, and this prior divides by |1 - b|.
 SUPPORTED_DTYPES = {
@@ -39,6 +42,11 @@ def stage_c_size(height: int, width: int) -> tuple[int, int]:
 
 def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
     return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
+
+
+def text_encoder_stage(width: int) -> str | None:
+    """The stage ("prior" or "decoder") whose released text encoder is ``width`` wide; None for any other width."""
+    return next((stage for stage, released in TEXT_ENCODER_WIDTHS.items() if released == width), None)
 
 
 def step_memory_bytes(stage: str, rows: int, latent_hw: Sequence[int]) -> int:

@@ -1,5 +1,6 @@
 """The pack's V1 node classes. IDs, input names and input order are a public API: saved workflows depend on them."""
 
+from .clip_nodes import WuerstchenCLIPLoader
 from .comfy_bridge import register_model_folder
 from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
@@ -36,6 +37,7 @@ NODE_DISPLAY_NAMES = {
     WuerstchenVAELoader: "Würstchen VAE Loader (Stage A)",
     WuerstchenPriorMergeBlocks: "Würstchen Prior Block Merge",
     WuerstchenDecoderMergeBlocks: "Würstchen Decoder Block Merge",
+    WuerstchenCLIPLoader: "Würstchen CLIP Loader",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

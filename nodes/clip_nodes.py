@@ -1,14 +1,13 @@
 """The Würstchen text encoders as ComfyUI CLIP, for stock CLIPTextEncode, LoraLoader and the other CLIP nodes."""
 
 from . import native
-from .comfy_bridge import list_models, model_dirs, resolve_model, show_text
-from .loaders import WEIGHT_DTYPES, stage_of_text_encoder
-from .messages import bounded_error
+from .comfy_bridge import list_models, resolve_model, show_text
+from .loaders import WEIGHT_DTYPES, loading_errors, stage_of_text_encoder
 from .model_files import is_changed_by
 
-DTYPE_TOOLTIP = ("Storage dtype of the weights; ComfyUI's CLIP computes in fp32 whatever they are stored in. auto: "
-                 "ComfyUI's text-encoder rule (fp16 unless a --*-text-enc flag says otherwise). fp32 gives the "
-                 "reference's conditioning exactly.")
+DTYPE_TOOLTIP = ("Storage dtype of the weights. auto: fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on CPU; "
+                 "--fp16-text-enc, --bf16-text-enc or --fp32-text-enc change it. ComfyUI's CLIP computes in fp32 "
+                 "whatever the storage dtype; fp32 storage gives the reference's conditioning exactly.")
 
 
 class WuerstchenCLIPLoader:
@@ -43,7 +42,5 @@ class WuerstchenCLIPLoader:
 def load_clip(name: str, weight_dtype: str = "auto", stage: str | None = None):
     """The CLIP at ``name`` (as the loaders list it) for ``stage`` ("prior", "decoder" or None: the width tells);
     errors in one line. The checkpoint loaders call it with their folder and stage."""
-    try:
+    with loading_errors():
         return native.module("clip").load_clip(resolve_model(name), weight_dtype, stage)
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
-        raise bounded_error(error, model_dirs()) from error

@@ -4,7 +4,8 @@ import contextlib
 
 import torch
 
-from ..core import DTYPE_NAMES, load_decoder, load_prior, load_text_encoder, load_vqgan
+from ..core import (DTYPE_NAMES, TEXT_ENCODER_WIDTHS, load_decoder, load_prior, load_text_encoder, load_vqgan,
+                   text_encoder_stage)
 from .comfy_bridge import list_models, manage, model_dirs, placement, resolve_model, show_text
 from .messages import bounded_error
 from .model_files import files_signature
@@ -131,7 +132,13 @@ class WuerstchenTextEncoderLoader(_ComponentLoader):
         return (encoder,)
 
 
+ENCODER_NAMES = {"prior": "CLIP-bigG", "decoder": "CLIP-ViT-H"}  # the released encoders (core's TEXT_ENCODER_WIDTHS)
+
+
 def stage_of_text_encoder(width: int) -> str:
-    stages = {1280: "CLIP-bigG (1280 wide): for the prior sampler",
-              1024: "CLIP-ViT-H (1024 wide): for the decoder sampler"}
-    return stages.get(width, f"{width}-wide text encoder: not a released Würstchen v2 one (prior 1280, decoder 1024)")
+    """What the node shows after loading: which stage a text encoder of this width serves."""
+    stage = text_encoder_stage(width)
+    if stage is None:
+        released = ", ".join(f"{name} {released}" for name, released in TEXT_ENCODER_WIDTHS.items())
+        return f"{width}-wide text encoder: not a released Würstchen v2 one ({released})"
+    return f"{ENCODER_NAMES[stage]} ({width} wide): for the {stage} sampler"

@@ -17,7 +17,8 @@ EXPECTED_IDS |= {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"}
 # The native path (stages as ComfyUI MODELs); their functions need ComfyUI, their contract does not.
 NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
               "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
-              "WuerstchenVAELoader", "WuerstchenPriorMergeBlocks", "WuerstchenDecoderMergeBlocks"}
+              "WuerstchenVAELoader", "WuerstchenPriorMergeBlocks", "WuerstchenDecoderMergeBlocks",
+              "WuerstchenCLIPLoader"}
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 
@@ -65,6 +66,7 @@ DEMO_CHOICES = {("WuerstchenPriorLoader", "prior_name"): ["wuerstchen-prior"],
                 ("WuerstchenDecoderLoader", "decoder_name"): ["wuerstchen"],
                 ("WuerstchenVQGANLoader", "vqgan_name"): ["wuerstchen"],
                 ("WuerstchenTextEncoderLoader", "clip_name"): ["wuerstchen", "wuerstchen-prior"],
+                ("WuerstchenCLIPLoader", "clip_name"): ["wuerstchen", "wuerstchen-prior"],
                 ("WuerstchenPriorModelLoader", "prior_name"): ["wuerstchen-prior"],
                 ("WuerstchenPriorCheckpointLoader", "folder"): ["wuerstchen-prior"],
                 ("WuerstchenDecoderCheckpointLoader", "folder"): ["wuerstchen"]}

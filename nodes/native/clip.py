@@ -19,30 +19,26 @@ import logging
 
 import comfy.clip_model
 import comfy.lora
-import comfy.model_management
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models_base
 import folder_paths
 import torch
 
-from ...core import DTYPE_NAMES, MAX_LENGTH, load_text_encoder
+from ...core import DTYPE_NAMES, MAX_LENGTH, TEXT_ENCODER_WIDTHS, load_text_encoder, text_encoder_stage
 from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation
-from ..comfy_bridge import intermediate_device, show_text
+from ..comfy_bridge import intermediate_device, placement, show_text
 from ..wiring import TEXT_WIDTH_KEY, make_conditioning
 from .lora import WRAPPED
 
 logger = logging.getLogger(__name__)
 
-# The released encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder (to move to core/stages.py).
-STAGE_WIDTHS = {"prior": 1280, "decoder": 1024}
 # ComfyUI's names for those two CLIPs: its LoRA key maps (comfy.lora.model_lora_keys_clip) and CLIPSave know them. An
 # encoder of another width is named like the prior's.
 CLIP_NAMES = {"prior": "g", "decoder": "h"}
 COMFY_VOCABULARY = 49408  # comfy.clip_model.CLIPEmbeddings' fixed vocabulary size
 # What the tokenizer classes get through the CLIP's tokenizer_data: the tokenizer the pack read, the CLIP's name and width.
 TOKENIZER_KEY, NAME_KEY, WIDTH_KEY = "wuerstchen_tokenizer", "wuerstchen_clip_name", "wuerstchen_width"
-READABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the pack's reader casts to
 
 
 # --- the model -----------------------------------------------------------------------------------------------------
@@ -148,12 +144,13 @@ class WuerstchenTokenizer(comfy.sd1_clip.SD1Tokenizer):
 
 def load_clip(path, weight_dtype: str = "auto", stage: str | None = None) -> comfy.sd.CLIP:
     """A Würstchen text encoder as a ComfyUI CLIP, from a pipeline folder or a ``text_encoder`` folder (with its
-    ``tokenizer`` beside it). ``weight_dtype`` "auto" is ComfyUI's text-encoder rule (the maths runs in fp32 either
-    way, as in every ComfyUI CLIP). ``stage`` ("prior", "decoder") is what the caller needs: a released encoder of
-    the other stage is refused; without it the width tells the stage."""
+    ``tokenizer`` beside it). The maths runs in fp32 whatever the storage dtype, as
+    in every ComfyUI CLIP. ``stage`` ("prior", "decoder") is what the caller needs: a released encoder of
+    the other stage is refused; without it the width tells the stage. "auto" storage is the pack's text-encoder
+    rule (``comfy_bridge.placement``): ComfyUI's on a GPU, fp32 on the CPU, so CPU runs give the reference exactly."""
     install()
     dtype = storage_dtype(weight_dtype)
-    encoder = load_text_encoder(path, dtype=dtype if dtype in READABLE_DTYPES else torch.float16)
+    encoder = load_text_encoder(path, dtype=dtype)
     config = encoder.model.config
     check_config(config)
     stage = checked_stage(config.hidden_size, stage)
@@ -177,12 +174,10 @@ def clip_target(config, tokenizer, stage: str | None):
 
 
 def storage_dtype(weight_dtype: str) -> torch.dtype:
-    """The widget's dtype, or for "auto" ComfyUI's text-encoder rule (its --*-text-enc flags included)."""
-    if weight_dtype in DTYPE_NAMES:
-        return DTYPE_NAMES[weight_dtype]
-    if weight_dtype != "auto":
+    """The widget's dtype, or for "auto" the pack's text-encoder rule (ComfyUI's --*-text-enc flags included)."""
+    if weight_dtype != "auto" and weight_dtype not in DTYPE_NAMES:
         raise ValueError(f"weight_dtype: {weight_dtype!r:.40} is not one of auto, {', '.join(DTYPE_NAMES)}")
-    return comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())
+    return placement("text_encoder", weight_dtype)[2]
 
 
 def check_config(config) -> None:
@@ -201,10 +196,10 @@ def check_config(config) -> None:
 
 def checked_stage(width: int, stage: str | None) -> str | None:
     """The stage a released encoder serves; ``stage`` when the width does not tell (not a released encoder)."""
-    by_width = next((name for name, released in STAGE_WIDTHS.items() if released == width), None)
+    by_width = text_encoder_stage(width)
     if stage is not None and by_width not in (None, stage):
         raise ValueError(f"text encoder: this {width}-wide encoder is the {by_width}'s; the {stage} needs its own "
-                         f"({STAGE_WIDTHS[stage]} wide, in the {stage}'s pipeline folder)")
+                         f"({TEXT_ENCODER_WIDTHS[stage]} wide, in the {stage}'s pipeline folder)")
     return by_width or stage
 
 

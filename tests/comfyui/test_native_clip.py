@@ -171,7 +171,10 @@ def test_loader_node_lists_loads_and_names_the_stage(env, monkeypatch):
     shown = []
     monkeypatch.setattr(clip_nodes, "show_text", shown.append)
     clip = loader().load(FOLDERS["prior"], "auto")[0]
-    auto = comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())
+    # "auto" is the pack's text-encoder rule, as for its own encoder: fp32 on the CPU, so CPU runs stay exact.
+    auto = env["pack"].nodes.comfy_bridge.placement("text_encoder", "auto")[2]
+    if comfy.model_management.is_device_cpu(comfy.model_management.text_encoder_device()):
+        assert auto == torch.float32
     assert clip.cond_stage_model.clip_g.transformer.text_model.final_layer_norm.weight.dtype == auto
     assert shown == ["48-wide text encoder: not a released Würstchen v2 one (prior 1280, decoder 1024)"]
     with pytest.raises(Exception) as error:
