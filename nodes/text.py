@@ -1,11 +1,18 @@
-"""Prompt → CONDITIONING with the Würstchen text encoders: one encoder at a time, or both stages from one text."""
+"""Prompt → CONDITIONING with the Würstchen text encoders: one encoder at a time, or both stages from one text.
+
+Each text input takes the pack's own text encoder or a Würstchen CLIP (CLIP Loader, checkpoint loaders): the same
+conditioning either way (the CLIP is ComfyUI's model, within 1e-5 of the reference in fp32).
+"""
 
 import torch
 
 from ..core import check_prompt_emphasis
-from .comfy_bridge import activate, intermediate_device, show_text
+from . import native
+from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text
 from .queue_checks import prompt_problems
 from .wiring import TEXT_ENCODER, make_conditioning
+
+TEXT_ENCODER_OR_CLIP = f"{TEXT_ENCODER},CLIP"  # a union ComfyUI's validation and frontend accept
 
 TEXT_TOOLTIP = ("The prompt. ComfyUI's emphasis works: (word:1.2) sets a weight, (word) is ×1.1, [word] is ÷1.1, "
                 "and \\( \\) \\[ \\] are literal brackets; brackets nest at most 32 deep and weights stay within "
@@ -13,10 +20,16 @@ TEXT_TOOLTIP = ("The prompt. ComfyUI's emphasis works: (word:1.2) sets a weight,
                 "was dropped.")
 
 
-def encode_text(text_encoder, text: str, label: str, notes: list[str]) -> list:
-    """CONDITIONING of ``text``; a truncation note, prefixed with ``label``, goes to ``notes``."""
-    states = activate(text_encoder, "text_encoder").encode(text, report=lambda note: notes.append(label + note))
-    return make_conditioning(states.to(intermediate_device(), torch.float32))
+def encode_text(text_encoder, text: str, label: str, notes: list[str], input_name: str = "text_encoder") -> list:
+    """CONDITIONING of ``text`` from the pack's text encoder or a Würstchen CLIP; a truncation note, prefixed with
+    ``label``, goes to ``notes``."""
+    def report(note: str) -> None:
+        notes.append(label + note)
+
+    if isinstance(text_encoder, ManagedModel) or not native.available():
+        states = activate(text_encoder, "text_encoder").encode(text, report=report)
+        return make_conditioning(states.to(intermediate_device(), torch.float32))
+    return native.module("clip").encode_with_clip(text_encoder, text, report=report, input_name=input_name)
 
 
 def show_notes(notes: list[str]) -> None:
@@ -37,7 +50,9 @@ class WuerstchenTextEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "text_encoder": (TEXT_ENCODER, {"tooltip": "The prior's or the decoder's text encoder."}),
+            "text_encoder": (TEXT_ENCODER_OR_CLIP, {"tooltip": "The prior's or the decoder's text encoder: the "
+                                                               "pack's Text Encoder Loader's, or a Würstchen CLIP "
+                                                               "(CLIP Loader, checkpoint loaders)."}),
             "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "", "tooltip": TEXT_TOOLTIP}),
         }}
 
@@ -70,10 +85,12 @@ class WuerstchenTextEncodeBothStages:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "prior_text_encoder": (TEXT_ENCODER, {"tooltip": "The prior's text encoder (CLIP-bigG, 1280 wide: "
-                                                                 "the wuerstchen-prior folder)."}),
-                "decoder_text_encoder": (TEXT_ENCODER, {"tooltip": "The decoder's text encoder (CLIP-ViT-H, 1024 "
-                                                                   "wide: the wuerstchen folder)."}),
+                "prior_text_encoder": (TEXT_ENCODER_OR_CLIP, {"tooltip": "The prior's text encoder or CLIP "
+                                                                         "(CLIP-bigG, 1280 wide: the "
+                                                                         "wuerstchen-prior folder)."}),
+                "decoder_text_encoder": (TEXT_ENCODER_OR_CLIP, {"tooltip": "The decoder's text encoder or CLIP "
+                                                                           "(CLIP-ViT-H, 1024 wide: the wuerstchen "
+                                                                           "folder)."}),
                 "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
                                     "tooltip": TEXT_TOOLTIP}),
             },
@@ -91,9 +108,10 @@ class WuerstchenTextEncodeBothStages:
         check_prompt_emphasis("text", text)
         check_prompt_emphasis("negative", negative)
         notes = []
-        outputs = (encode_text(prior_text_encoder, text, "prior: ", notes),
-                   encode_text(prior_text_encoder, negative, "prior negative: ", notes),
-                   encode_text(decoder_text_encoder, text, "decoder: ", notes),
-                   encode_text(decoder_text_encoder, negative, "decoder negative: ", notes))
+        prior, decoder = "prior_text_encoder", "decoder_text_encoder"
+        outputs = (encode_text(prior_text_encoder, text, "prior: ", notes, prior),
+                   encode_text(prior_text_encoder, negative, "prior negative: ", notes, prior),
+                   encode_text(decoder_text_encoder, text, "decoder: ", notes, decoder),
+                   encode_text(decoder_text_encoder, negative, "decoder negative: ", notes, decoder))
         show_notes(notes)
         return outputs

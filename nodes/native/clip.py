@@ -223,12 +223,13 @@ def comfy_state_dict(model) -> dict:
 
 # --- encoding for the pack's own nodes -----------------------------------------------------------------------------
 
-def encode_with_clip(clip, text: str, report=None) -> list:
+def encode_with_clip(clip, text: str, report=None, input_name: str = "clip") -> list:
     """CONDITIONING of ``text`` from a Würstchen CLIP, as ``nodes/text.py``'s ``encode_text`` gives it from the pack's
     encoder: one [(1, 77, width) fp32 states, {width key}] entry; a truncation note goes to ``report``.
     (CLIPTextEncode gives the same states, with ``pooled_output`` beside the width.)"""
     if not is_wuerstchen_clip(getattr(clip, "cond_stage_model", None)):
-        raise ValueError(f"clip: expected a Würstchen v2 CLIP (Würstchen CLIP Loader), got {type(clip).__name__}")
+        raise ValueError(f"{input_name}: expected a Würstchen v2 CLIP (Würstchen CLIP Loader or a Würstchen checkpoint "
+                         f"loader), got {type(clip).__name__}")
     states = clip.encode_from_tokens(clip.tokenize(text, report=report))
     return make_conditioning(states.to(intermediate_device(), torch.float32))
 
