@@ -59,7 +59,10 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
     LATENT_NAME = ""
 
     def __init__(self, model_config, diffusion_model: torch.nn.Module, device=None):
-        super().__init__(model_config, comfy.model_base.ModelType.STABLE_CASCADE, device=device)
+        # Built as EPS (noise prediction, which it is), then typed Stable Cascade: BaseModel would otherwise build
+        # ComfyUI's Stable Cascade sampling, whose σ table is a 10,000-step Python loop, only to be replaced here.
+        super().__init__(model_config, comfy.model_base.ModelType.EPS, device=device)
+        self.model_type = comfy.model_base.ModelType.STABLE_CASCADE
         self.model_sampling = WuerstchenSampling(model_config)
         self.diffusion_model = diffusion_model.eval().requires_grad_(False)
         self.run_cache = RunCache()

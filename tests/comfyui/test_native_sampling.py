@@ -198,3 +198,33 @@ def test_model_sampling_maps_sigma_and_noise_ratio_both_ways():
     assert back.dtype == torch.float32 and back[0] == 0 and back[-1] == 1  # σ_max gives r = 1, as the reference
     torch.testing.assert_close(back, grid.float(), atol=1e-6, rtol=0)
     assert sampling.ratio_for_sigma(torch.tensor([10 * sampling.SIGMA_MAX])).item() == 1.0
+
+
+@pytest.mark.parametrize("shift", [1.0, 2.0])
+def test_model_sampling_table_is_comfyuis_own(shift):
+    """The pack builds ComfyUI's σ table in one tensor operation; it is ComfyUI's StableCascadeSampling's, bit for bit
+    at shift 1 (another shift goes through ComfyUI's own loop), with every attribute ComfyUI's sets."""
+    import comfy.model_sampling
+    sampling = native_module(comfyui(), "model_sampling")
+    ours = sampling.WuerstchenSampling()
+    theirs = comfy.model_sampling.StableCascadeSampling()
+    ours.set_parameters(shift)
+    theirs.set_parameters(shift)
+    assert set(vars(theirs)) <= set(vars(ours))
+    for name in ("sigmas", "log_sigmas", "cosine_s", "_init_alpha_cumprod"):
+        assert getattr(ours, name).dtype == getattr(theirs, name).dtype
+        torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), atol=1e-7, rtol=0)
+    assert (ours.shift, ours.num_timesteps) == (theirs.shift, theirs.num_timesteps)
+    assert ours.sigma_max == theirs.sigma_max and ours.sigma_min == theirs.sigma_min
+
+
+def test_a_model_is_typed_stable_cascade_and_built_without_comfyuis_loop(env, monkeypatch):
+    import comfy.model_base
+    import comfy.model_sampling
+    calls = []
+    monkeypatch.setattr(comfy.model_sampling.StableCascadeSampling, "set_parameters",
+                        lambda self, *args, **kwargs: calls.append(args))
+    model = env["prior"].model
+    rebuilt = type(model)(model.model_config, model.diffusion_model)
+    assert rebuilt.model_type == comfy.model_base.ModelType.STABLE_CASCADE
+    assert calls == [] and rebuilt.model_sampling.sigmas.shape == (10000,)
