@@ -7,6 +7,7 @@ Nothing here imports ComfyUI or diffusers. See docs/architecture.md for the laye
 from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify_component, infer_config,
                           load_decoder, load_effnet_encoder, load_prior, load_vqgan, read_effnet_state_dict,
                           read_state_dict)
+from .checkpoints.names import file_kinds
 from .image_encoding import effnet_input_size, effnet_pixels, encode_image
 from .image_prep import resize_and_crop, to_rgb
 from .models import VQ_SCALE_FACTOR, EfficientNetEncoder, PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks

@@ -12,7 +12,7 @@ import torch
 from ..core import DTYPE_NAMES, SUPPORTED_DTYPES, is_regular_file_or_folder, path_inside, shown
 from ..core.checkpoints.memory import available_bytes
 from .messages import bounded_message
-from .model_listing import list_folder
+from .model_listing import list_names
 
 try:  # ComfyUI puts these on sys.path before it imports packs.
     import comfy.model_management as model_management
@@ -57,12 +57,10 @@ def list_models(kind: str) -> list[str]:
     """What the ``kind`` loader can load, as paths relative to the model dirs (what a saved workflow stores):
     diffusers folders holding that component, and weight files (the text encoder needs its folder and tokenizer).
 
-    A diffusers folder is one entry; its own files are reached through it. model_listing bounds and caches the walk.
+    A diffusers folder is one entry; its own files are reached through it. A file whose name tells it holds another
+    component is left out. model_listing bounds and caches the walk and the sorted names.
     """
-    names = set()
-    for root in model_dirs():
-        names.update(name for name, kinds in list_folder(root).items() if kind in kinds)
-    return sorted(names)
+    return list_names(model_dirs(), kind)
 
 
 def resolve_model(name: str) -> Path:

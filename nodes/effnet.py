@@ -1,10 +1,8 @@
 """Stage C image embeddings from an image: the EfficientNet loader and the image → Stage C latent node."""
 
-from pathlib import Path
-
 import torch
 
-from ..core import WEIGHT_SUFFIXES, effnet_input_size, encode_image, load_effnet_encoder
+from ..core import effnet_input_size, encode_image, load_effnet_encoder
 from ..core import check_finite_inputs
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
 from .images import image_pixels, size_options
@@ -20,8 +18,7 @@ BYTES_PER_INPUT_PIXEL = 160
 
 
 def effnet_files() -> list[str]:
-    # No diffusers folder holds the encoder, so only single weight files are offered.
-    return [name for name in list_models("vqgan") if Path(name).suffix.lower() in WEIGHT_SUFFIXES]
+    return list_models("effnet")  # single weight files only: no diffusers folder holds the encoder
 
 
 class WuerstchenEfficientNetLoader:
