@@ -18,7 +18,6 @@ same position, as ``core.prompt_weights`` does for the pack's encoder.
 import logging
 
 import comfy.clip_model
-import comfy.lora
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models_base
@@ -29,7 +28,8 @@ from ...core import DTYPE_NAMES, MAX_LENGTH, TEXT_ENCODER_WIDTHS, load_text_enco
 from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation
 from ..comfy_bridge import intermediate_device, placement, show_text
 from ..wiring import TEXT_WIDTH_KEY, make_conditioning
-from .lora import WRAPPED
+from .comfy_compat import install
+from .lora import TEXT_ENCODER_PREFIXES, mark_part
 
 logger = logging.getLogger(__name__)
 
@@ -240,27 +240,16 @@ def add_lora_keys(model, key_map: dict) -> dict:
     """``key_map`` (in place, as ComfyUI's maps work) plus the names text-encoder LoRAs are saved under, for every
     weight: diffusers/peft ``text_encoder.<key>`` as it writes them with transformers 5, ``text_encoder.text_model.
     <key>`` as with 4.x, kohya ``lora_te_text_model_<key>`` and, for the prior, OneTrainer's
-    ``lora_prior_te_text_model_<key>``. ComfyUI maps the last three only for the encoder layers."""
+    ``lora_prior_te_text_model_<key>``. ComfyUI maps the last three only for the encoder layers. comfy_compat
+    installs this into ComfyUI's CLIP key map."""
+    stage = model.stage if model.stage in TEXT_ENCODER_PREFIXES else "prior"  # named like the prior's (clip_name)
+    peft, *kohya = TEXT_ENCODER_PREFIXES[stage]
     prefix = f"clip_{clip_name(model.stage)}.transformer.text_model."
-    kohya = ("lora_te_",) if model.stage == "decoder" else ("lora_te_", "lora_prior_te_")
     for name in model.state_dict():
         if name.startswith(prefix) and name.endswith(".weight"):
             module = name[len(prefix):-len(".weight")]
-            for lora_name in (f"text_encoder.{module}", f"text_encoder.text_model.{module}",
+            for lora_name in (f"{peft}{module}", f"{peft}text_model.{module}",
                               *(f"{start}text_model_{module.replace('.', '_')}" for start in kohya)):
                 key_map.setdefault(lora_name, name)
+            mark_part(key_map, f"{stage}'s text encoder", name)
     return key_map
-
-
-def _wrap_key_maps(original):
-    def model_lora_keys_clip(model, key_map=None):
-        key_map = original(model, {} if key_map is None else key_map)
-        return add_lora_keys(model, key_map) if is_wuerstchen_clip(model) else key_map
-    setattr(model_lora_keys_clip, WRAPPED, True)
-    return model_lora_keys_clip
-
-
-def install() -> None:
-    """Idempotent: ComfyUI's CLIP LoRA key map learns the Würstchen names once per process."""
-    if not getattr(comfy.lora.model_lora_keys_clip, WRAPPED, False):
-        comfy.lora.model_lora_keys_clip = _wrap_key_maps(comfy.lora.model_lora_keys_clip)

@@ -1,87 +1,83 @@
-"""LoRA key maps for the Würstchen MODELs, so ComfyUI's stock LoRA loaders patch them.
+"""The names Würstchen LoRAs are saved under, for ComfyUI's stock LoRA loaders, and what a LoRA patched.
 
-ComfyUI maps LoRA key names to model weights in ``comfy.lora.model_lora_keys_unet``, which knows only its own model
-classes: for a Würstchen prior it maps the plain ``diffusion_model.`` and ``lora_unet_`` forms but none of the names
-prior LoRAs are saved under. ``install()`` wraps that function (once, keeping the original's result) to add them:
+ComfyUI maps LoRA key names to model weights in ``comfy.lora.model_lora_keys_unet`` / ``model_lora_keys_clip``,
+which know only its own model classes: for a Würstchen prior it maps the plain ``diffusion_model.`` and
+``lora_unet_`` forms but none of the names prior LoRAs are saved under. ``comfy_compat`` wraps them to add, for
+every weight of the network (``add_key_map``; the text encoders' are in ``clip.add_lora_keys``):
 
 - diffusers / peft: ``prior.<key>`` (older diffusers: ``unet.<key>``; decoders: ``decoder.<key>``), and
   ``base_model.model.<key>`` as peft's own ``save_pretrained`` writes it;
-- OneTrainer / kohya: ``lora_prior_unet_<key with _>`` (decoders: ``lora_decoder_unet_``);
+- OneTrainer / kohya: ``lora_prior_unet_<key with _>`` (decoders: ``lora_decoder_unet_``).
 
-and wraps ``comfy.lora.load_lora`` to report how many weights a LoRA patched on a Würstchen model, and to stop with
-an error when it patched none (which ComfyUI otherwise only logs key by key), before any model is patched.
+Each Würstchen part adds one marker entry (a name no LoRA file holds) to the key map, so ``report_patches`` finds
+the parts in any copy of the map: how many weights of each a LoRA patched, or an error when it patched none.
 """
 
 import logging
 
-import comfy.lora
-
-from .models import _WuerstchenModel
+from .comfy_compat import install  # noqa: F401  (loading.py installs the wrappers through here)
+from .models import _WuerstchenModel, is_wuerstchen_model  # noqa: F401  (is_wuerstchen_model: merge.py's import)
 
 PEFT_PREFIXES = {"prior": ("prior.", "unet."), "decoder": ("decoder.", "unet.")}
 KOHYA_PREFIXES = {"prior": "lora_prior_unet_", "decoder": "lora_decoder_unet_"}
+# The text encoders' (clip.add_lora_keys): peft, then kohya; OneTrainer's prior LoRAs name the encoder lora_prior_te_.
+TEXT_ENCODER_PREFIXES = {"prior": ("text_encoder.", "lora_te_", "lora_prior_te_"),
+                         "decoder": ("text_encoder.", "lora_te_")}
 MODEL_PREFIX = "diffusion_model."
-WRAPPED = "_wuerstchen_wrapped"
+MARKER = "wuerstchen_v2 lora part: "  # + the part's name; its value is a weight of that part
 
 
-class WuerstchenKeyMap(dict):
-    """A LoRA key map made for a Würstchen model; ``wuerstchen_stage`` names it in reports."""
-
-    wuerstchen_stage = ""
-
-
-def is_wuerstchen_model(model) -> bool:
-    """By marker, not class: a second import of the pack (another package name) makes other classes."""
-    return getattr(model, "IS_WUERSTCHEN_MODEL", False) is True
-
-
-def add_key_map(model: _WuerstchenModel, key_map: dict) -> WuerstchenKeyMap:
-    """``key_map`` plus the Würstchen LoRA names of every weight of ``model``'s network."""
+def add_key_map(model: _WuerstchenModel, key_map: dict) -> dict:
+    """``key_map`` (in place, as ComfyUI's maps work) plus the Würstchen LoRA names of every weight of ``model``'s
+    network."""
     stage = model.STAGE
-    out = WuerstchenKeyMap(key_map)
-    out.wuerstchen_stage = stage
     for name in model.diffusion_model.state_dict():
         if not name.endswith(".weight"):
             continue
         module = name[:-len(".weight")]
         target = MODEL_PREFIX + name
         for prefix in PEFT_PREFIXES[stage] + ("base_model.model.",):
-            out.setdefault(prefix + module, target)
-        out.setdefault(KOHYA_PREFIXES[stage] + module.replace(".", "_"), target)
-    return out
+            key_map.setdefault(prefix + module, target)
+        key_map.setdefault(KOHYA_PREFIXES[stage] + module.replace(".", "_"), target)
+        mark_part(key_map, stage, target)
+    return key_map
 
 
-def _wrap_key_maps(original):
-    def model_lora_keys_unet(model, key_map={}):
-        key_map = original(model, key_map)
-        return add_key_map(model, key_map) if is_wuerstchen_model(model) else key_map
-    setattr(model_lora_keys_unet, WRAPPED, True)
-    return model_lora_keys_unet
+def mark_part(key_map: dict, part: str, target: str) -> None:
+    """Record in ``key_map`` that it maps the Würstchen ``part`` ("prior", "decoder's text encoder", …), whose
+    weights' names start like ``target``, one of them."""
+    key_map.setdefault(MARKER + part, target)
 
 
-def _wrap_load_lora(original):
-    def load_lora(lora, to_load, *args, **kwargs):
-        patches = original(lora, to_load, *args, **kwargs)
-        stage = getattr(to_load, "wuerstchen_stage", None)
-        if stage:
-            report_patches(stage, lora, patches)
-        return patches
-    setattr(load_lora, WRAPPED, True)
-    return load_lora
+def marked_parts(key_map: dict) -> dict[str, str]:
+    """{part: the prefix of its weights' names} for every Würstchen part ``key_map`` maps."""
+    return {key[len(MARKER):]: target.split(".", 1)[0] + "." for key, target in key_map.items()
+            if isinstance(key, str) and key.startswith(MARKER)}
 
 
-def report_patches(stage: str, lora: dict, patches: dict) -> None:
-    if not patches:
-        example = next(iter(lora), "none")
-        raise ValueError(f"lora_name: this LoRA patches no weight of the Würstchen {stage} ({len(lora)} keys, e.g. "
-                         f"'{example}'); it needs keys named {PEFT_PREFIXES[stage][0]}…, "
-                         f"{KOHYA_PREFIXES[stage]}…, lora_unet_… or diffusion_model.… after this model's weights")
-    logging.info("Würstchen LoRA: patched %d weights of the %s", len(patches), stage)
+def report_patches(lora: dict, key_map: dict, patches: dict) -> None:
+    """Log how many weights of each Würstchen part ``patches`` changes; an error when there are parts and it changes
+    none of them (ComfyUI would only log every key as not loaded)."""
+    parts = marked_parts(key_map)
+    if not parts:
+        return
+    targets = [key[0] if isinstance(key, tuple) else key for key in patches]
+    counts = {part: sum(1 for target in targets if isinstance(target, str) and target.startswith(prefix))
+              for part, prefix in parts.items()}
+    if not any(counts.values()):
+        raise ValueError(nothing_patched(lora, key_map, list(parts)))
+    logging.info("Würstchen LoRA: patched %s", ", ".join(f"{count} weights of the {part}"
+                                                         for part, count in counts.items()))
 
 
-def install() -> None:
-    """Idempotent: wraps ComfyUI's LoRA key mapping and loading once per process."""
-    if not getattr(comfy.lora.model_lora_keys_unet, WRAPPED, False):
-        comfy.lora.model_lora_keys_unet = _wrap_key_maps(comfy.lora.model_lora_keys_unet)
-    if not getattr(comfy.lora.load_lora, WRAPPED, False):
-        comfy.lora.load_lora = _wrap_load_lora(comfy.lora.load_lora)
+def nothing_patched(lora: dict, key_map: dict, parts: list[str]) -> str:
+    """One line: the parts, one of the LoRA's keys, and for each part a name it could match and its other forms."""
+    names = []
+    for part in parts:
+        stage = part.split("'", 1)[0]
+        first, *others = TEXT_ENCODER_PREFIXES[stage][:2] if "text encoder" in part else \
+            (PEFT_PREFIXES[stage][0], KOHYA_PREFIXES[stage], MODEL_PREFIX)
+        example = next((key for key in key_map if isinstance(key, str) and key.startswith(first)), first + "…")
+        names += [example[:50], *(prefix + "…" for prefix in others)]
+    return (f"lora_name: this LoRA patches no weight of the Würstchen {' or '.join(parts)} (its keys are like "
+            f"'{str(next(iter(lora), 'none'))[:40]}'); names it could match: {', '.join(names)}")

@@ -5,7 +5,7 @@ model1's share, as in ModelMergeSimple."""
 import comfy_extras.nodes_model_merging
 
 from ...core import network_parts
-from .lora import is_wuerstchen_model
+from .models import is_wuerstchen_model
 
 
 def check_mergeable(stage: str, model1, model2) -> None:

@@ -52,8 +52,13 @@ def shared_latents(sample: torch.Tensor, ratio: torch.Tensor, rows: int):
     return sample, ratio
 
 
+def is_wuerstchen_model(model) -> bool:
+    """By marker, not class: a second import of the pack (another package name) makes other classes."""
+    return getattr(model, "IS_WUERSTCHEN_MODEL", False) is True
+
+
 class _WuerstchenModel(comfy.model_base.BaseModel):
-    IS_WUERSTCHEN_MODEL = True  # what the LoRA key maps look for (see lora.py)
+    IS_WUERSTCHEN_MODEL = True  # see is_wuerstchen_model
     STAGE = ""
     STAGE_NAME = ""  # as the pack's samplers name it in errors
     LATENT_NAME = ""

@@ -319,3 +319,32 @@ def test_stock_lora_loader_applies_a_prior_and_text_encoder_lora_as_diffusers(en
     want_prior = lora_env["fused_prior"]
     assert (got_prior - want_prior).abs().max() <= TOLERANCE * max(1.0, want_prior.abs().max())
     assert_close(states(text_encode(clip, PROMPTS[1])), plain)  # the CLIP without the LoRA is left unpatched
+
+
+@torch.no_grad()
+def test_a_text_encoder_only_lora_is_reported_as_such(env, lora_env, caplog):
+    import nodes
+    from safetensors.torch import save_file
+    lora = {key: tensor for key, tensor in lora_env["saved"].items() if key.startswith("text_encoder.")}
+    save_file(lora, env["root"] / "loras" / "text_encoder_only.safetensors")
+    with caplog.at_level(logging.INFO):
+        nodes.LoraLoader().load_lora(lora_env["model"], env["clips"]["prior"], "text_encoder_only.safetensors",
+                                     STRENGTH, STRENGTH)
+    reports = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Würstchen LoRA")]
+    assert reports == [f"Würstchen LoRA: patched 0 weights of the prior, {len(lora_env['modules'])} weights of the "
+                       f"prior's text encoder"]
+
+
+def test_a_lora_that_matches_neither_part_is_one_line_naming_both(env, lora_env):
+    import nodes
+    from safetensors.torch import save_file
+    save_file({"lora_unet_not_a_layer.lora_down.weight": torch.zeros(2, 8),
+               "lora_unet_not_a_layer.lora_up.weight": torch.zeros(8, 2)}, env["root"] / "loras" / "foreign.safetensors")
+    with pytest.raises(ValueError) as error:
+        nodes.LoraLoader().load_lora(lora_env["model"], env["clips"]["prior"], "foreign.safetensors", 1.0, 1.0)
+    message = str(error.value)
+    assert message.startswith("lora_name: this LoRA patches no weight of the Würstchen prior or prior's text encoder "
+                              "(its keys are like 'lora_unet_not_a_layer.lora_down.weight'); names it could match: prior.")
+    assert ", text_encoder." in message and ", lora_te_…" in message and "\n" not in message
+    assert len(message) <= 300, message
+    assert not lora_env["model"].patches

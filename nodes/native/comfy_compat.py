@@ -1,0 +1,82 @@
+"""The ComfyUI functions the pack wraps, where ComfyUI gives no extension point; everything else goes through
+subclasses (BaseModel, LatentFormat, model sampling, VAE). Each wrapper delegates to ComfyUI's own function, acts
+only on Würstchen models (known by marker, so a second import of the pack counts too), and is installed once per
+process. tests/comfyui/test_comfy_compat.py runs them on ComfyUI 0.3.64 and 0.8.0.
+
+- ``comfy.lora.model_lora_keys_unet`` / ``model_lora_keys_clip``: ComfyUI's LoRA key maps plus the names Würstchen
+  LoRAs are saved under (``lora.add_key_map``, ``clip.add_lora_keys``);
+- ``comfy.lora.load_lora``: what a LoRA patched on a Würstchen model, and an error, before anything is patched, when
+  it patched nothing (``lora.report_patches``); silent when the caller passes ``log_missing=False``, as ComfyUI's
+  hooks do;
+- ``comfy.sample.fix_empty_latent_channels``: an empty latent of another family reaches a Würstchen MODEL as it
+  is, so the model's guardrails name it, instead of being re-channelled into a latent of the wrong size (a stock
+  Empty Latent Image would otherwise sample a Stage C latent for a 2,730-px image).
+"""
+
+import functools
+import logging
+
+import comfy.lora
+import comfy.sample
+
+WRAPPED = "_wuerstchen_wrapped"  # the marker: the same in every import of the pack, so none wraps twice
+
+
+def wrap_once(owner, name: str, make_wrapper) -> bool:
+    """``owner.name`` replaced by ``make_wrapper(original)``, unless a wrapper is already there; False when ComfyUI
+    has no such function (a version that moved it: the pack then runs without this wrapper, and says so)."""
+    original = getattr(owner, name, None)
+    if original is None:
+        logging.warning("Würstchen: ComfyUI has no %s.%s; running without the pack's wrapper of it",
+                        owner.__name__, name)
+        return False
+    if getattr(original, WRAPPED, False):
+        return False
+    wrapper = functools.wraps(original)(make_wrapper(original))
+    setattr(wrapper, WRAPPED, True)
+    setattr(owner, name, wrapper)
+    return True
+
+
+def is_wrapped(function) -> bool:
+    return getattr(function, WRAPPED, False) is True
+
+
+def _extended_key_map(is_ours, add):
+    """A key-map function that adds ``add(model, key_map)`` for the models ``is_ours`` accepts."""
+    def make(original):
+        def key_map_function(model, key_map=None):
+            key_map = original(model, {} if key_map is None else key_map)
+            return add(model, key_map) if is_ours(model) else key_map
+        return key_map_function
+    return make
+
+
+def _reporting_load_lora(report):
+    def make(original):
+        def load_lora(lora, to_load, *args, **kwargs):
+            patches = original(lora, to_load, *args, **kwargs)
+            if (args[0] if args else kwargs.get("log_missing", True)):
+                report(lora, to_load, patches)
+            return patches
+        return load_lora
+    return make
+
+
+def _keeping_foreign_empty_latents(is_ours):
+    def make(original):
+        def fix_empty_latent_channels(model, latent_image, *args, **kwargs):
+            if is_ours(getattr(model, "model", None)):
+                return latent_image
+            return original(model, latent_image, *args, **kwargs)
+        return fix_empty_latent_channels
+    return make
+
+
+def install() -> None:
+    """Idempotent: every wrapper above, once per process (from the first Würstchen MODEL or CLIP on)."""
+    from . import clip, lora  # they import this module; their halves of the wrappers are Würstchen knowledge
+    wrap_once(comfy.lora, "model_lora_keys_unet", _extended_key_map(lora.is_wuerstchen_model, lora.add_key_map))
+    wrap_once(comfy.lora, "model_lora_keys_clip", _extended_key_map(clip.is_wuerstchen_clip, clip.add_lora_keys))
+    wrap_once(comfy.lora, "load_lora", _reporting_load_lora(lora.report_patches))
+    wrap_once(comfy.sample, "fix_empty_latent_channels", _keeping_foreign_empty_latents(lora.is_wuerstchen_model))
