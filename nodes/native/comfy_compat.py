@@ -11,6 +11,8 @@ process. tests/comfyui/test_comfy_compat.py runs them on ComfyUI 0.3.64 and 0.8.
 - ``comfy.sample.fix_empty_latent_channels``: an empty latent of another family reaches a Würstchen MODEL as it
   is, so the model's guardrails name it, instead of being re-channelled into a latent of the wrong size (a stock
   Empty Latent Image would otherwise sample a Stage C latent for a 2,730-px image).
+
+And one call into ComfyUI's constructor, ``init_vae_defaults``, for Stage A's VAE.
 """
 
 import functools
@@ -18,6 +20,7 @@ import logging
 
 import comfy.lora
 import comfy.sample
+import comfy.sd
 
 WRAPPED = "_wuerstchen_wrapped"  # the marker: the same in every import of the pack, so none wraps twice
 
@@ -40,6 +43,29 @@ def wrap_once(owner, name: str, make_wrapper) -> bool:
 
 def is_wrapped(function) -> bool:
     return getattr(function, WRAPPED, False) is True
+
+
+class _Without(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def init_vae_defaults(vae: comfy.sd.VAE) -> None:
+    """ComfyUI's ``VAE.__init__`` on ``vae`` with an empty state dict: it sets every attribute to ComfyUI's default
+    (whatever the version: 0.8.0's ``size`` and ``pad_channel_value`` included) and, recognising no weights, builds
+    no network and stops; the caller sets the network and what follows it. Its line about the missing weights is
+    kept out of the log (it would be wrong here)."""
+    quiet = _Without("WARNING: No VAE weights detected")
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        comfy.sd.VAE.__init__(vae, sd={})
+    finally:
+        root.removeFilter(quiet)
 
 
 def _extended_key_map(is_ours, add):

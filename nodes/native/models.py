@@ -11,6 +11,7 @@ import torch
 
 from ...core import LATENT_DIM_SCALE, step_memory_bytes
 from ...core import check_finite, check_finite_inputs
+from . import guardrails
 from .model_sampling import WuerstchenSampling
 
 
@@ -61,7 +62,6 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
     IS_WUERSTCHEN_MODEL = True  # see is_wuerstchen_model
     STAGE = ""
     STAGE_NAME = ""  # as the pack's samplers name it in errors
-    LATENT_NAME = ""
 
     def __init__(self, model_config, diffusion_model: torch.nn.Module, device=None):
         # Built as EPS (noise prediction, which it is), then typed Stable Cascade: BaseModel would otherwise build
@@ -76,9 +76,8 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         return next(self.diffusion_model.parameters()).dtype
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        self._check_latent(x)
-        # NaN/Inf never pass silently: a bad input is named, a bad output gets its cause (a check per step is small
-        # beside a denoiser step, and KSampler gives no other place to look).
+        # Wiring was checked once for the run (extra_conds). NaN/Inf never pass silently: a bad input is named, a bad
+        # output gets its cause (a check per step is small beside a denoiser step, and the values change every step).
         check_finite_inputs(f"the Würstchen {self.STAGE}", {"latent_image": x})
         dtype = self.manual_cast_dtype or self.get_dtype()
         sample = self.model_sampling.calculate_input(t, x).to(dtype)
@@ -95,26 +94,15 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         check_finite_inputs(f"the Würstchen {self.STAGE}", {"positive/negative conditioning": text})
         return self.diffusion_model.cache_conditioning(text)
 
-    def _check_latent(self, x: torch.Tensor) -> None:
-        channels = self.diffusion_model.c_in
-        if x.dim() != 4 or x.shape[1] != channels:
-            raise ValueError(f"latent_image: the Würstchen {self.STAGE} samples {channels}-channel "
-                             f"{self.LATENT_NAME}s, got a latent of shape {tuple(x.shape)}; start from Würstchen "
-                             f"Empty Latent")
-        self._check_sides(x)
-
-    def _check_sides(self, x: torch.Tensor) -> None:
-        pass
-
     def _text_states(self, c_crossattn, device, dtype) -> torch.Tensor:
-        width = self.text_width
-        if c_crossattn is None or c_crossattn.shape[-1] != width:
-            found = "none" if c_crossattn is None else f"width {c_crossattn.shape[-1]}"
-            raise ValueError(f"positive/negative: the Würstchen {self.STAGE} needs text states of width {width} from "
-                             f"the {self.STAGE}'s Würstchen text encoder, got {found}")
+        if c_crossattn is None or c_crossattn.shape[-1] != self.text_width:  # a caller that skipped extra_conds
+            guardrails.check_text(self, "positive/negative", c_crossattn)
         return comfy.model_management.cast_to_device(c_crossattn, device, dtype)
 
     def extra_conds(self, **kwargs):
+        """ComfyUI calls this for each conditioning entry while it prepares a run: the place to refuse wiring
+        mistakes before the first step."""
+        guardrails.check_sampling_inputs(self, kwargs)
         out = {}
         cross_attn = kwargs.get("cross_attn", None)
         if cross_attn is not None:
@@ -126,7 +114,7 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
 
 
 class WuerstchenPriorModel(_WuerstchenModel):
-    STAGE, STAGE_NAME, LATENT_NAME = "prior", "Stage C (prior)", "Stage C latent"
+    STAGE, STAGE_NAME = "prior", "Stage C (prior)"
 
     @property
     def text_width(self) -> int:
@@ -137,24 +125,18 @@ class WuerstchenPriorModel(_WuerstchenModel):
 
 
 class WuerstchenDecoderModel(_WuerstchenModel):
-    STAGE, STAGE_NAME, LATENT_NAME = "decoder", "Stage B (decoder)", "Stage B latent"
+    STAGE, STAGE_NAME = "decoder", "Stage B (decoder)"
 
     @property
     def text_width(self) -> int:
         return self.diffusion_model.clip_embd
-
-    def _check_sides(self, x: torch.Tensor) -> None:
-        multiple = self.diffusion_model.latent_multiple
-        if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise ValueError(f"latent_image: the Würstchen decoder needs Stage B latent sides that are multiples of "
-                             f"{multiple}, got {tuple(x.shape[-2:])}; use the stage_b output of Würstchen Empty Latent")
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
         noise = kwargs["noise"]
         # Without a Stage C latent (the negative, as in the reference's unguided branch) the effnet is zeros, as in
         # ComfyUI's Stable Cascade; its size matches the positive's, so both branches still run as one batch.
-        effnet = kwargs.get("stable_cascade_prior", None)
+        effnet = kwargs.get(guardrails.STAGE_C_INPUT, None)
         if effnet is None:
             size = [max(1, round(side / LATENT_DIM_SCALE)) for side in noise.shape[-2:]]
             effnet = torch.zeros((1, self.diffusion_model.effnet_embd, *size), dtype=noise.dtype, device=noise.device)
@@ -162,11 +144,8 @@ class WuerstchenDecoderModel(_WuerstchenModel):
         return out
 
     def _predict_noise(self, sample, ratio, conditioning, dtype, run, effnet=None, **kwargs):
-        channels = self.diffusion_model.effnet_embd
-        if effnet is None or effnet.dim() != 4 or effnet.shape[1] != channels:
-            found = "none" if effnet is None else f"shape {tuple(effnet.shape)}"
-            raise ValueError(f"positive: the Würstchen decoder needs a {channels}-channel Stage C latent in its "
-                             f"conditioning (StableCascade_StageB_Conditioning), got {found}")
+        if effnet is None:  # a caller that skipped extra_conds
+            guardrails.check_stage_c(self, "positive", None, sample)
         effnet = comfy.model_management.cast_to_device(effnet, sample.device, dtype)
         effnet = self.run_cache.get(run, "effnet", effnet, self._effnet_conditioning)
         return self.diffusion_model(sample, ratio, effnet, conditioning)

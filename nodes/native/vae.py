@@ -1,7 +1,7 @@
 """Stage A (the Paella VQGAN) as a ComfyUI ``VAE``, for VAEDecode / VAEEncode and their tiled variants.
 
-ComfyUI's ``VAE`` builds its network from a state dict it recognises; this subclass is handed the pack's own network
-instead and sets the attributes ComfyUI's encode/decode/tiling code reads. Images stay in [0, 1] on both sides (the
+ComfyUI's ``VAE`` builds its network from a state dict it recognises; this subclass takes ComfyUI's defaults from its
+constructor, then the pack's own network and what ComfyUI's encode/decode/tiling code reads of it. Images stay in [0, 1] on both sides (the
 VQGAN's own range), and latents are the decoder's Stage B latents, as the pack's VQ nodes give them.
 """
 
@@ -10,12 +10,11 @@ import comfy.model_patcher
 import comfy.sd
 import torch
 
-from ...core import VQ_SCALE_FACTOR, load_vqgan
+from ...core import VQ_SCALE_FACTOR, load_vqgan, vq_decode_memory_bytes
 from ...core import check_finite, check_finite_inputs
 from ..comfy_bridge import placement
-
-# Bytes per latent pixel at full resolution, as the pack's VQ decode node plans them (largest activation × 3).
-DECODE_ACTIVATIONS_PER_LATENT_PIXEL = 4 * 768 * 3
+from . import guardrails
+from .comfy_compat import init_vae_defaults
 
 
 class StageA(torch.nn.Module):
@@ -35,24 +34,41 @@ class StageA(torch.nn.Module):
 
 
 class WuerstchenVAE(comfy.sd.VAE):
-    def __init__(self, vqgan: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):  # noqa: super
+    """Built through ComfyUI's own constructor (``comfy_compat.init_vae_defaults``), so every attribute a ComfyUI
+    ``VAE`` has exists with its default (``size``, ``pad_channel_value``, … whichever the version sets); then Stage A's
+    own. Inputs of another stage or shape are refused in one line before the VQGAN runs (``guardrails``)."""
+
+    def __init__(self, vqgan: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
+        init_vae_defaults(self)
         self.first_stage_model = StageA(vqgan).eval()
         self.downscale_ratio = self.upscale_ratio = vqgan.downscale
         self.latent_channels, self.latent_dim, self.output_channels = vqgan.latent_channels, 2, 3
         self.process_input = lambda image: image
         self.process_output = lambda image: image.clamp(0.0, 1.0)
-        size = comfy.model_management.dtype_size
-        self.memory_used_decode = lambda shape, dtype: (shape[2] * shape[3] * DECODE_ACTIVATIONS_PER_LATENT_PIXEL
-                                                        * size(dtype))
-        self.memory_used_encode = lambda shape, dtype: shape[2] * shape[3] * 768 // 4 * 3 * size(dtype)
+        self.memory_used_decode = lambda shape, dtype: vq_decode_memory_bytes(shape[-2:])
+        self.memory_used_encode = lambda shape, dtype: vq_decode_memory_bytes(
+            [side // self.downscale_ratio for side in shape[-2:]])
         self.working_dtypes = [torch.bfloat16, torch.float32]
-        self.disable_offload = self.not_video = False
-        self.downscale_index_formula = self.upscale_index_formula = self.extra_1d_channel = None
-        self.crop_input = True
         self.device, self.vae_dtype = load_device, dtype
         self.output_device = comfy.model_management.intermediate_device()
         self.patcher = comfy.model_patcher.ModelPatcher(self.first_stage_model, load_device=load_device,
                                                         offload_device=offload_device)
+        if hasattr(self, "model_size"):  # ComfyUI 0.8.0's constructor ends so; its RAM accounting reads the size
+            self.model_size()
+
+    def decode(self, samples_in, *args, **kwargs):
+        guardrails.check_vae_latent(samples_in, self.latent_channels)
+        return super().decode(samples_in, *args, **kwargs)
+
+    def decode_tiled(self, samples, *args, **kwargs):
+        guardrails.check_vae_latent(samples, self.latent_channels)
+        return super().decode_tiled(samples, *args, **kwargs)
+
+    def encode(self, pixel_samples, *args, **kwargs):
+        return super().encode(guardrails.vae_pixels(pixel_samples, self.downscale_ratio), *args, **kwargs)
+
+    def encode_tiled(self, pixel_samples, *args, **kwargs):
+        return super().encode_tiled(guardrails.vae_pixels(pixel_samples, self.downscale_ratio), *args, **kwargs)
 
 
 def load_vae(path, weight_dtype: str = "auto") -> WuerstchenVAE:
