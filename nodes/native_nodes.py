@@ -4,21 +4,26 @@ latents of the right sizes, and the reference's SIGMAS and SAMPLER for SamplerCu
 The heavy lifting lives in ``nodes/native`` (imported inside the functions, so the pack imports without ComfyUI).
 """
 
+import math
+import posixpath
+
 import torch
 
-import math
-
-from ..core import stage_b_size, stage_c_size
+from ..core import WEIGHT_SUFFIXES, stage_b_size, stage_c_size
 from . import native
+from .clip_nodes import load_clip
 from .comfy_bridge import check_fits, intermediate_device, list_models, resolve_model
 from .images import size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component, loading_errors
-from .model_files import is_changed_by
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
+from .model_files import files_signature, is_changed_by
 from .queue_checks import check_inputs, input_problems
-from .wiring import TEXT_ENCODER, make_latent
+from .wiring import make_latent
 
 CFG_NOTE = ("In ComfyUI's samplers cfg 1.0 means no guidance (the reference's 'cfg 0' for the decoder); the "
             "reference prior's cfg 4 is cfg 4.0.")
+
+
+PRIOR_PIPELINE = "wuerstchen-prior"  # the released prior folder, whose text encoder the prior variants use
 
 
 def _folders_holding(*kinds: str) -> list[str]:
@@ -26,6 +31,37 @@ def _folders_holding(*kinds: str) -> list[str]:
     for kind in kinds[1:]:
         found &= set(list_models(kind))
     return sorted(found)
+
+
+def _prior_folders() -> list[str]:
+    """Folders with a prior and a text encoder of their own or, for a variant, beside them (see
+    ``prior_text_encoder_folder``)."""
+    encoders = set(list_models("text_encoder"))
+    folders = [name for name in list_models("prior") if not name.lower().endswith(WEIGHT_SUFFIXES)]
+    return [name for name in folders if name in encoders or len(_encoders_beside(name, encoders)) == 1]
+
+
+def _encoders_beside(folder: str, encoders: set) -> list[str]:
+    """The prior pipeline folders with a text encoder in ``folder``'s parent: wuerstchen-prior alone if it is one."""
+    parent = posixpath.dirname(folder)
+    beside = sorted(name for name in set(list_models("prior")) & encoders if posixpath.dirname(name) == parent)
+    canonical = posixpath.join(parent, PRIOR_PIPELINE)
+    return [canonical] if canonical in beside else beside
+
+
+def prior_text_encoder_folder(folder: str) -> str:
+    """The folder whose text encoder a prior folder uses: its own, else that of the prior pipeline folder beside it
+    (the released variants, -model-interpolated, -finetuned and -base, ship without one and use wuerstchen-prior's)."""
+    encoders = set(list_models("text_encoder"))
+    if folder in encoders:
+        return folder
+    beside = _encoders_beside(folder, encoders)
+    if len(beside) == 1:
+        return beside[0]
+    found = f"several prior folders beside it have one ({', '.join(beside[:3])})" if beside else \
+        f"no prior folder beside it has one (a variant uses the {PRIOR_PIPELINE} folder's: put it next to that)"
+    raise ValueError(f"folder '{folder}' has no text_encoder/ and {found}; or load its prior with Würstchen Prior "
+                     f"Model Loader and a CLIP with Würstchen CLIP Loader")
 
 
 def _model_input(kind: str, files: str) -> dict:
@@ -77,48 +113,62 @@ class WuerstchenDecoderModelLoader:
             return (native.module("loading").load_native_model("decoder", path, weight_dtype),)
 
 
-def _checkpoint_input(kinds: tuple, what: str) -> dict:
-    """The folder must hold every one of ``kinds``; the dtype tooltip is the denoiser's (kinds[0])."""
+def _checkpoint_input(stage: str, folders: list[str], what: str) -> dict:
+    """The folders a checkpoint loader can load; the dtype tooltip is the denoiser's."""
     return {"required": {
-        "folder": (_folders_holding(*kinds), {"tooltip": f"A diffusers folder in models/wuerstchen or "
-                                                         f"models/diffusers: {what}."}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(kinds[0])}),
+        "folder": (folders, {"tooltip": f"A diffusers folder in models/wuerstchen or models/diffusers: {what}."}),
+        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(stage)}),
     }}
 
 
 class WuerstchenPriorCheckpointLoader:
     DESCRIPTION = ("Loads a whole warp-ai/wuerstchen-prior folder (or a variant): the prior as a MODEL and its "
-                   "CLIP-bigG text encoder. " + CFG_NOTE)
+                   "CLIP-bigG text encoder as a CLIP, for CLIPTextEncode, LoraLoader and Würstchen Text Encode. A "
+                   "variant folder without text_encoder/ (the released -model-interpolated, -finetuned and -base) "
+                   "takes the text encoder of the wuerstchen-prior folder beside it. " + CFG_NOTE)
     CATEGORY = "loaders/wuerstchen"
-    RETURN_TYPES, RETURN_NAMES = ("MODEL", TEXT_ENCODER), ("prior", "text_encoder")
-    OUTPUT_TOOLTIPS = ("The Stage C prior as a MODEL.", "The prior's text encoder, for Würstchen Text Encode.")
+    RETURN_TYPES, RETURN_NAMES = ("MODEL", "CLIP"), ("prior", "clip")
+    OUTPUT_TOOLTIPS = ("The Stage C prior as a MODEL.",
+                       "The prior's text encoder (CLIP-bigG) as a CLIP: CLIPTextEncode gives the reference's prompt "
+                       "states.")
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return _checkpoint_input(("prior", "text_encoder"), "warp-ai/wuerstchen-prior or a variant")
+        return _checkpoint_input("prior", _prior_folders(), "warp-ai/wuerstchen-prior or a variant")
 
-    IS_CHANGED = is_changed_by("folder")
+    @classmethod
+    def IS_CHANGED(cls, folder=None, **_):
+        """The folder's files, and those of the folder whose text encoder a variant uses."""
+        signature = files_signature(folder)
+        try:
+            encoders = prior_text_encoder_folder(folder) if isinstance(folder, str) else folder
+        except ValueError:  # the loader says why when it runs
+            return signature
+        return signature if encoders == folder else signature + files_signature(encoders)
 
     def load(self, folder: str, weight_dtype: str = "auto"):
         with loading_errors():
+            text_encoder_folder = prior_text_encoder_folder(folder)
             model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
-        return model, load_component("text_encoder", folder, weight_dtype)
+        return model, load_clip(text_encoder_folder, weight_dtype, "prior")
 
 
 class WuerstchenDecoderCheckpointLoader:
-    DESCRIPTION = ("Loads a whole warp-ai/wuerstchen folder: the decoder as a MODEL, its CLIP-ViT-H text encoder and "
-                   "Stage A (the Paella VQGAN) as a VAE. " + CFG_NOTE)
+    DESCRIPTION = ("Loads a whole warp-ai/wuerstchen folder: the decoder as a MODEL, its CLIP-ViT-H text encoder as a "
+                   "CLIP and Stage A (the Paella VQGAN) as a VAE. " + CFG_NOTE)
     CATEGORY = "loaders/wuerstchen"
-    RETURN_TYPES = ("MODEL", TEXT_ENCODER, "VAE")
-    RETURN_NAMES = ("decoder", "text_encoder", "vae")
-    OUTPUT_TOOLTIPS = ("The Stage B decoder as a MODEL.", "The decoder's text encoder, for Würstchen Text Encode.",
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("decoder", "clip", "vae")
+    OUTPUT_TOOLTIPS = ("The Stage B decoder as a MODEL.",
+                       "The decoder's text encoder (CLIP-ViT-H) as a CLIP: CLIPTextEncode gives the reference's "
+                       "prompt states.",
                        "Stage A as a VAE, for VAEDecode / VAEEncode (and the tiled variants) on Stage B latents.")
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return _checkpoint_input(("decoder", "text_encoder", "vqgan"), "warp-ai/wuerstchen")
+        return _checkpoint_input("decoder", _folders_holding("decoder", "text_encoder", "vqgan"), "warp-ai/wuerstchen")
 
     IS_CHANGED = is_changed_by("folder")
 
@@ -126,7 +176,7 @@ class WuerstchenDecoderCheckpointLoader:
         with loading_errors():
             model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
             vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
-        return model, load_component("text_encoder", folder, weight_dtype), vae
+        return model, load_clip(folder, weight_dtype, "decoder"), vae
 
 
 class WuerstchenVAELoader:

@@ -19,7 +19,7 @@ from comfy_server import comfyui_or_skip
 
 COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
-from pack import PACK  # noqa: E402
+from pack import PACK, ROOT as PACK_ROOT  # noqa: E402
 from screenshot_workflows import EXAMPLES, App, find_chromium, launch, write_settings  # noqa: E402  (scripts/)
 
 HOW = ("pip install playwright into .venv-comfyui, apt-get install chromium (never `playwright install`), then "
@@ -127,7 +127,10 @@ def test_dropped_workflow_loads_and_queues_to_an_image(server, app):
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.size == (SIZE, SIZE)
         text = dict(image.text)
-    assert json.loads(text["prompt"]) == prompt
+    # ComfyUI records each IS_CHANGED result (the loaders' file signatures) in the prompt it saves.
+    embedded = json.loads(text["prompt"])
+    assert {node_id: {key: value for key, value in node.items() if key != "is_changed"}
+            for node_id, node in embedded.items()} == prompt
     saved_workflow = json.loads(text["workflow"])
     assert len(saved_workflow["nodes"]) == 12
     prior = next(n for n in saved_workflow["nodes"] if n["id"] == PRIOR)
@@ -136,6 +139,46 @@ def test_dropped_workflow_loads_and_queues_to_an_image(server, app):
     # And the page shows it: the SaveImage node received the output.
     app.page.wait_for_function("id => (app.nodeOutputs?.[id]?.images || []).length > 0", arg=str(SAVE), timeout=10000)
     assert app.evaluate("id => app.nodeOutputs[id].images[0].filename", str(SAVE)) == images[0]["filename"]
+    assert not app.errors, app.errors
+
+
+SAVED_NATIVE = PACK_ROOT / "tests" / "fixtures" / "saved_workflows" / "wuerstchen_native_ksampler.json"
+EMPTY_LATENT = 7
+
+
+def test_a_workflow_saved_before_the_clip_outputs_loads_links_and_runs(server, app):
+    """The native KSampler example as saved when the checkpoint loaders' second output was the pack's text encoder:
+    the frontend keeps every link (Würstchen Text Encode takes that type or a CLIP), accepts a new CLIP link to it,
+    refuses a MODEL there, and the server runs the graph."""
+    from PIL import Image
+
+    workflow = json.loads(SAVED_NATIVE.read_text(encoding="utf-8"))
+    assert {link[5] for link in workflow["links"]} >= {"WUERSTCHEN_TEXT_ENCODER"}
+    report = app.drop_workflow(SAVED_NATIVE)
+    assert report == {"missing": [], "nodes": len(workflow["nodes"])}, f"the frontend reports {report}"
+    assert not app.dialogs(), app.dialogs()
+    assert not [node for node in app.nodes() if node["has_errors"]]
+    assert app.evaluate("() => app.graph.links.size ?? Object.keys(app.graph.links).length") == len(workflow["links"])
+    connected = app.evaluate("""() => {
+        const loader = LiteGraph.createNode('WuerstchenPriorCheckpointLoader'), encode = LiteGraph.createNode('WuerstchenTextEncode');
+        app.graph.add(loader); app.graph.add(encode);
+        const model = loader.connect(0, encode, 0), clip = loader.connect(1, encode, 0);
+        const result = [loader.outputs[1].type, !!model, !!clip];
+        app.graph.remove(loader); app.graph.remove(encode);
+        return result;
+    }""")
+    assert connected == ["CLIP", False, True]
+
+    app.set_widget(EMPTY_LATENT, "width", SIZE)
+    app.set_widget(EMPTY_LATENT, "height", SIZE)
+    with app.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as posted:
+        app.page.locator('[data-testid="queue-button"]').first.click()
+    assert posted.value.ok, posted.value.text()
+    entry = qw.wait_for_history(server.url, posted.value.json()["prompt_id"], timeout=RUN_TIMEOUT)
+    assert entry["status"]["status_str"] == "success", qw.execution_errors(entry) or entry["status"]
+    (image,) = qw.output_images(entry)
+    with Image.open(io.BytesIO(qw.fetch_image(server.url, image))) as png:
+        assert png.size == (SIZE, SIZE)
     assert not app.errors, app.errors
 
 

@@ -29,7 +29,7 @@ from comfy_server import comfyui_or_skip
 
 COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
-from pack import EXAMPLES, NODES, PACK  # noqa: E402
+from pack import EXAMPLES, NODES, PACK, ROOT  # noqa: E402
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
 from comfy_server import HOST, PACK_DIR_NAME, ServerError, running_server  # noqa: E402
 
@@ -202,9 +202,14 @@ def ws(server):
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def example(name: str, **inputs) -> dict:
+# The native examples as saved before the checkpoint loaders gave a CLIP: their text_encoder output (now a CLIP) wired
+# to Würstchen Text Encode. Saved workflows are a public API: these must keep running.
+SAVED_WORKFLOWS = ROOT / "tests" / "fixtures" / "saved_workflows"
+
+
+def example(name: str, folder: Path = EXAMPLES, **inputs) -> dict:
     """An API example with node inputs replaced: example(name, **{"5.width": 384})."""
-    prompt = json.loads((EXAMPLES / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    prompt = json.loads((folder / "api" / f"{name}.json").read_text(encoding="utf-8"))
     for key, value in inputs.items():
         node_id, input_name = key.split(".")
         prompt[node_id]["inputs"][input_name] = value
@@ -216,8 +221,8 @@ def small_t2i(**inputs) -> dict:
                                                   "5.steps": 6, "9.steps": 4, "5.seed": 7, "9.seed": 7, **inputs})
 
 
-def ui_workflow(name: str) -> dict:
-    return json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+def ui_workflow(name: str, folder: Path = EXAMPLES) -> dict:
+    return json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def png_info(data: bytes):
@@ -351,14 +356,16 @@ def write_prior_lora(path: Path, prior_folder: Path) -> None:
     save_file(lora, str(path))
 
 
+@pytest.mark.parametrize("folder", [EXAMPLES, SAVED_WORKFLOWS], ids=["examples", "saved_before_clip"])
 @pytest.mark.parametrize("name", NATIVE_EXAMPLES)
-def test_native_examples_over_http(server, ws, tmp_path, name):
-    """The stages as MODELs under ComfyUI's own KSampler / SamplerCustomAdvanced / LoraLoaderModelOnly / VAEDecode."""
+def test_native_examples_over_http(server, ws, tmp_path, name, folder):
+    """The stages as MODELs under ComfyUI's own KSampler / SamplerCustomAdvanced / LoraLoaderModelOnly / VAEDecode,
+    in today's examples and as saved before (the server validates the old links against the new output types)."""
     if name == "wuerstchen_native_prior_lora":
         write_prior_lora(server.base / "models" / "loras" / "wuerstchen_prior_lora.safetensors",
                          server.base / "models" / "wuerstchen" / "wuerstchen-prior")
-    prompt = example(name, **{"7.width": 256, "7.height": 384})
-    prompt_id, entry = run_and_wait(server, ws, prompt, ui_workflow(name))
+    prompt = example(name, folder, **{"7.width": 256, "7.height": 384})
+    prompt_id, entry = run_and_wait(server, ws, prompt, ui_workflow(name, folder))
     assert not qw.execution_errors(entry), qw.execution_errors(entry)
     paths = qw.download_images(server.url, entry, tmp_path)
     assert len(paths) == 1
