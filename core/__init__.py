@@ -8,7 +8,8 @@ from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify
                           load_decoder, load_effnet_encoder, load_prior, load_vqgan, read_effnet_state_dict,
                           read_state_dict)
 from .checkpoints.names import file_kinds
-from .image_encoding import effnet_input_size, effnet_pixels, encode_image
+from .image_encoding import EFFNET_DOWNSCALE, effnet_input_size, effnet_pixels, encode_image
+from .image_encoding import normalise as imagenet_normalise
 from .image_prep import resize_and_crop, to_rgb
 from .models import VQ_SCALE_FACTOR, EfficientNetEncoder, PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks
 from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,

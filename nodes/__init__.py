@@ -2,7 +2,7 @@
 
 from .clip_nodes import WuerstchenCLIPLoader
 from .comfy_bridge import register_model_folder
-from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader
+from .effnet import WuerstchenEfficientNetEncode, WuerstchenEfficientNetLoader, WuerstchenEfficientNetVAELoader
 from .loaders import WuerstchenDecoderLoader, WuerstchenPriorLoader, WuerstchenTextEncoderLoader, WuerstchenVQGANLoader
 from .merge_nodes import WuerstchenDecoderMergeBlocks, WuerstchenPriorMergeBlocks
 from .native_nodes import (WuerstchenDecoderCheckpointLoader, WuerstchenDecoderModelLoader, WuerstchenEmptyLatent,
@@ -38,6 +38,7 @@ NODE_DISPLAY_NAMES = {
     WuerstchenPriorMergeBlocks: "Würstchen Prior Block Merge",
     WuerstchenDecoderMergeBlocks: "Würstchen Decoder Block Merge",
     WuerstchenCLIPLoader: "Würstchen CLIP Loader",
+    WuerstchenEfficientNetVAELoader: "Würstchen EfficientNet VAE Loader (Stage C encode)",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_DISPLAY_NAMES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODE_DISPLAY_NAMES.items()}

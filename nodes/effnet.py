@@ -1,9 +1,11 @@
-"""Stage C image embeddings from an image: the EfficientNet loader and the image → Stage C latent node."""
+"""Stage C image embeddings from an image: the EfficientNet loader and the image → Stage C latent node (the exact
+reference path), and the encoder as an encode-only VAE for stock StableCascade_StageC_VAEEncode."""
 
 import torch
 
 from ..core import effnet_input_size, encode_image, load_effnet_encoder
 from ..core import check_finite_inputs
+from . import native
 from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
 from .images import image_pixels, size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
@@ -21,6 +23,13 @@ def effnet_files() -> list[str]:
     return list_models("effnet")  # single weight files only: no diffusers folder holds the encoder
 
 
+def effnet_input() -> dict:
+    return {"required": {
+        "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
+        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
+    }}
+
+
 class WuerstchenEfficientNetLoader:
     DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder, which turns an image into Stage C image embeddings "
                    f"(for image variations, or to decode an image's own embeddings). Needs torchvision. {FILES}")
@@ -31,10 +40,7 @@ class WuerstchenEfficientNetLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
-        }}
+        return effnet_input()
 
     IS_CHANGED = is_changed_by("effnet_name")
 
@@ -45,6 +51,31 @@ class WuerstchenEfficientNetLoader:
             load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
             encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
         return (manage("effnet", encoder, load_device, offload_device, storage, full_load=True),)
+
+
+class WuerstchenEfficientNetVAELoader:
+    DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder as a VAE that only encodes, for the stock "
+                   "StableCascade_StageC_VAEEncode: its stage_c latent starts the Würstchen prior MODEL at denoise < 1 "
+                   "(image variation), or reaches the decoder through StableCascade_StageB_Conditioning (a re-draw "
+                   "without the prior). That node resizes the image itself (bicubic), so its latent is close to the "
+                   "reference's, not equal: Würstchen Image Encode is the exact path. Its compression 42 gives "
+                   "Würstchen's latent size for sides that are multiples of 128 up to 2560 px. Needs torchvision. "
+                   + FILES)
+    CATEGORY = "loaders/wuerstchen"
+    RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
+    OUTPUT_TOOLTIPS = ("The encoder as an encode-only VAE (32 px per latent pixel), for "
+                       "StableCascade_StageC_VAEEncode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return effnet_input()
+
+    IS_CHANGED = is_changed_by("effnet_name")
+
+    def load(self, effnet_name: str, weight_dtype: str = "auto"):
+        with loading_errors():
+            return (native.module("effnet_vae").load_effnet_vae(resolve_model(effnet_name), weight_dtype),)
 
 
 class WuerstchenEfficientNetEncode:

@@ -18,7 +18,7 @@ EXPECTED_IDS |= {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"}
 NATIVE_IDS = {"WuerstchenPriorModelLoader", "WuerstchenDecoderModelLoader", "WuerstchenPriorCheckpointLoader",
               "WuerstchenDecoderCheckpointLoader", "WuerstchenEmptyLatent", "WuerstchenSigmas", "WuerstchenSampler",
               "WuerstchenVAELoader", "WuerstchenPriorMergeBlocks", "WuerstchenDecoderMergeBlocks",
-              "WuerstchenCLIPLoader"}
+              "WuerstchenCLIPLoader", "WuerstchenEfficientNetVAELoader"}
 NUMBER_TYPES = {"INT", "FLOAT"}
 
 

@@ -1,12 +1,14 @@
 """Image variation and any-image image-to-image inside a real ComfyUI server on 127.0.0.1: the new nodes register,
 the variation example runs over HTTP, a 1000×667 upload runs image-to-image, Image Encode's size is validated at
-queue time and a size mismatch fails in pixels, naming the input.
+queue time and a size mismatch fails in pixels, naming the input; the stock graph (EfficientNet as a VAE under
+StableCascade_StageC_VAEEncode, KSampler on the prior and the decoder) varies and re-draws an image.
 
 Needs a ComfyUI checkout and a Python with torchvision (ComfyUI's own):
 
     COMFYUI_DIR=/path/to/ComfyUI /path/to/ComfyUI/venv/bin/python -m pytest tests/comfyui/test_effnet_server.py -q
 """
 
+import io
 import json
 import os
 import sys
@@ -108,3 +110,43 @@ def test_a_size_mismatch_fails_in_pixels_naming_the_input(server):
     assert len(lines) == 1, lines
     assert lines[0].startswith("node 5 (WuerstchenPriorSampler) failed")
     assert "latent: this Stage C latent is for a 384×256 px image but the prior samples 256×256 px" in lines[0]
+
+
+def stock_variation() -> dict:
+    """Image variation with stock nodes only, around the Würstchen loaders: StableCascade_StageC_VAEEncode with the
+    EfficientNet VAE, KSampler on the prior at denoise 0.7, StableCascade_StageB_Conditioning, KSampler on the
+    decoder, VAEDecode with Stage A."""
+    def node(class_type, **inputs):
+        return {"class_type": class_type, "inputs": inputs}
+
+    sampler = dict(seed=3, steps=3, sampler_name="ddpm", scheduler="simple")
+    return {
+        "1": node("WuerstchenPriorCheckpointLoader", folder="wuerstchen-prior", weight_dtype="auto"),
+        "2": node("WuerstchenDecoderCheckpointLoader", folder="wuerstchen", weight_dtype="auto"),
+        "3": node("WuerstchenEfficientNetVAELoader", effnet_name="model_v2_stage_b.pt", weight_dtype="auto"),
+        "4": node("LoadImage", image="wuerstchen_example_input.png"),
+        "5": node("StableCascade_StageC_VAEEncode", image=["4", 0], vae=["3", 0], compression=42),
+        "6": node("CLIPTextEncode", clip=["1", 1], text="a yellow sun"),
+        "7": node("CLIPTextEncode", clip=["1", 1], text=""),
+        "8": node("KSampler", model=["1", 0], positive=["6", 0], negative=["7", 0], latent_image=["5", 0], cfg=4.0,
+                  denoise=0.7, **sampler),
+        "9": node("CLIPTextEncode", clip=["2", 1], text="a yellow sun"),
+        "10": node("StableCascade_StageB_Conditioning", conditioning=["9", 0], stage_c=["8", 0]),
+        "11": node("CLIPTextEncode", clip=["2", 1], text=""),
+        "12": node("KSampler", model=["2", 0], positive=["10", 0], negative=["11", 0], latent_image=["5", 1], cfg=1.0,
+                   denoise=1.0, **sampler),
+        "13": node("VAEDecode", samples=["12", 0], vae=["2", 2]),
+        "14": node("SaveImage", images=["13", 0], filename_prefix="stock_variation"),
+    }
+
+
+def test_the_stock_graph_varies_an_image_through_the_efficientnet_vae(server):
+    from PIL import Image
+    assert server.get("/object_info/WuerstchenEfficientNetVAELoader")["WuerstchenEfficientNetVAELoader"]["output"] == \
+        ["VAE"]
+    prompt_id = qw.queue_prompt(server.url, stock_variation())
+    entry = qw.wait_for_history(server.url, prompt_id, timeout=120)
+    assert not qw.execution_errors(entry), qw.execution_errors(entry)
+    [image] = qw.output_images(entry)
+    with Image.open(io.BytesIO(qw.fetch_image(server.url, image))) as png:
+        assert png.size == (512, 512)  # the 512 px input: a 12 × 12 Stage C latent, 128 × 128 at Stage B

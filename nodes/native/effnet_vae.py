@@ -1,0 +1,87 @@
+"""The Würstchen v2 EfficientNet encoder as a ComfyUI ``VAE`` that only encodes, for stock
+StableCascade_StageC_VAEEncode: an image's Stage C latent in effnet space, which the Würstchen prior MODEL takes as a
+start latent (image variation at denoise < 1) and StableCascade_StageB_Conditioning gives the decoder (a re-draw
+without the prior), as the pack's Image Encode latent does.
+
+StableCascade_StageC_VAEEncode resizes the image itself, to 32 px (``downscale_ratio``) per latent pixel at
+``image size // compression``, with a bicubic resize after a centre crop; this VAE then applies the reference's
+ImageNet normalisation and the encoder. Its latent is therefore the pack's Image Encode latent of those pixels; of the
+original image the two differ by the resize alone, since the reference (and Image Encode) resizes bilinearly with
+antialiasing.
+"""
+
+import logging
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import torch
+
+from ...core import (EFFNET_DOWNSCALE, SUPPORTED_DTYPES, check_finite, check_finite_inputs, imagenet_normalise,
+                     load_effnet_encoder)
+from ..comfy_bridge import placement
+from ..effnet import BYTES_PER_INPUT_PIXEL
+
+ENCODE_ONLY = ("vae: this is the Würstchen EfficientNet encoder, which only encodes images to Stage C latents "
+               "(StableCascade_StageC_VAEEncode); decode Stage B latents with Stage A's VAE (Würstchen Decoder "
+               "Checkpoint Loader or VAE Loader)")
+_NO_WEIGHTS_WARNING = "No VAE weights detected"  # what ComfyUI's VAE logs when built without a state dict
+
+
+class EfficientNetStage(torch.nn.Module):
+    """ImageNet-normalised pixels (the VAE's ``process_input``) → Stage C latents in effnet space."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        check_finite_inputs("the EfficientNet encoder", {"image": pixels})
+        return check_finite("The EfficientNet encoder (Stage C)", self.encoder(pixels), self.encoder)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return _refuse_to_decode()
+
+
+def _refuse_to_decode(*_) -> int:
+    raise ValueError(ENCODE_ONLY)
+
+
+class _DropNoWeightsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _NO_WEIGHTS_WARNING not in record.getMessage()
+
+
+def comfy_vae_defaults(vae: comfy.sd.VAE) -> None:
+    """Every attribute the running ComfyUI's VAE constructor sets before it picks a network, at its default: its own
+    constructor with no weights, which returns there (its warning about that is dropped)."""
+    warning_filter = _DropNoWeightsWarning()
+    logging.getLogger().addFilter(warning_filter)
+    try:
+        comfy.sd.VAE.__init__(vae, sd={})
+    finally:
+        logging.getLogger().removeFilter(warning_filter)
+
+
+class EfficientNetVAE(comfy.sd.VAE):
+    def __init__(self, encoder: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
+        comfy_vae_defaults(self)
+        self.first_stage_model = EfficientNetStage(encoder).eval()
+        self.downscale_ratio = self.upscale_ratio = EFFNET_DOWNSCALE
+        self.latent_channels = encoder.mapper[0].out_channels
+        self.process_input = imagenet_normalise
+        self.process_output = lambda image: image
+        self.memory_used_encode = lambda shape, dtype: shape[-2] * shape[-1] * BYTES_PER_INPUT_PIXEL
+        self.memory_used_decode = _refuse_to_decode  # ComfyUI asks this first: the error comes before any loading
+        self.working_dtypes = list(SUPPORTED_DTYPES["vqgan"])  # placed and cast like the VQGAN (nodes/effnet.py)
+        self.device, self.vae_dtype = load_device, dtype
+        self.output_device = comfy.model_management.intermediate_device()
+        self.patcher = comfy.model_patcher.ModelPatcher(self.first_stage_model, load_device=load_device,
+                                                        offload_device=offload_device)
+
+
+def load_effnet_vae(path, weight_dtype: str = "auto") -> EfficientNetVAE:
+    """The encoder file at ``path`` (model_v2_stage_b.pt or its .safetensors export) as an encode-only VAE."""
+    load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
+    encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
+    return EfficientNetVAE(encoder, load_device, offload_device, storage)
