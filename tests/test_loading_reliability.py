@@ -163,7 +163,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import core.checkpoints.files as files
     from core import load_prior
-    files.MAPPED_BYTES_AT_ONCE = 4 << 20  # a small part of the weights, as 128 MiB is of a real prior
+    files.MAPPED_BYTES_AT_ONCE = 8 << 20  # a small part of the weights, as 256 MiB is of a real prior
 
     def status(field):
         return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) * 1024
@@ -226,7 +226,8 @@ def test_prior_config_values_beyond_any_wuerstchen_prior_are_refused_at_once(tmp
     ({"nhead": [-1, 0, 4]}, "nhead[1]=0: expected a whole number of at least 1 that divides c_hidden[1]=32"),
     ({"nhead": [-1, 2, 400]},
      "nhead=[-1, 2, 400]: 400 does not fit a list like [-1, 10, 20, 20] (whole numbers from -1 to 80"),
-    ({"blocks": [1, 2, 57]}, "blocks=[1, 2, 57]: 57 does not fit a list like [4, 4, 14, 4] (whole numbers from 1 to 56"),
+    ({"blocks": [1, 2, 57]},
+     "blocks=[1, 2, 57]: 57 does not fit a list like [4, 4, 14, 4] (whole numbers from 1 to 56"),
     ({"c_hidden": [16, 32, 6000]},
      "c_hidden=[16, 32, 6000]: 6000 does not fit a list like [320, 640, 1280, 1280] (whole numbers from 1 to 5120"),
 ])
