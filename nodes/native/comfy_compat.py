@@ -12,7 +12,10 @@ process. tests/comfyui/test_comfy_compat.py runs them on ComfyUI 0.3.64 and 0.8.
   is, so the model's guardrails name it, instead of being re-channelled into a latent of the wrong size (a stock
   Empty Latent Image would otherwise sample a Stage C latent for a 2,730-px image).
 
-And one call into ComfyUI's constructor, ``init_vae_defaults``, for Stage A's VAE.
+Besides: one call into ComfyUI's constructor (``init_vae_defaults``, for Stage A's VAE), and the two places the
+pack reads ComfyUI's sampling internals as ComfyUI's own samplers and hooks read them (``sampler_model_sampling``,
+``sampling_run``). ``extra_conds``' keyword names (noise, latent_image, cross_attn, prompt_type,
+stable_cascade_prior) are ComfyUI's model interface, read in ``guardrails`` and ``models``.
 """
 
 import functools
@@ -43,6 +46,18 @@ def wrap_once(owner, name: str, make_wrapper) -> bool:
 
 def is_wrapped(function) -> bool:
     return getattr(function, WRAPPED, False) is True
+
+
+def sampler_model_sampling(model):
+    """The model sampling behind the ``model`` a k-diffusion style sampler function is given (ComfyUI's own
+    samplers reach it the same way)."""
+    return model.inner_model.inner_model.model_sampling
+
+
+def sampling_run(transformer_options: dict):
+    """What identifies one sampling run inside the model: the σ schedule ComfyUI puts in the transformer options
+    (a new tensor every run; None outside ComfyUI's sampling)."""
+    return transformer_options.get("sample_sigmas", None)
 
 
 class _Without(logging.Filter):

@@ -12,6 +12,7 @@ import torch
 from ...core import LATENT_DIM_SCALE, step_memory_bytes
 from ...core import check_finite, check_finite_inputs
 from . import guardrails
+from .comfy_compat import sampling_run
 from .model_sampling import WuerstchenSampling
 
 
@@ -20,8 +21,8 @@ class RunCache:
     """What the network derives from inputs that stay the same for a whole sampling run (the text's attention keys
     and values, the decoder's resized and folded effnet), so ComfyUI calling the model once per step does not redo it.
 
-    A run is the ``sample_sigmas`` tensor ComfyUI puts in the transformer options (held here, so a later run's is
-    always another object); entries match by value, since ComfyUI rebuilds the batched conditioning every step.
+    A run is the σ schedule tensor ComfyUI puts in the transformer options (``comfy_compat.sampling_run``; held here,
+    so a later run's is always another object); entries match by value, since ComfyUI rebuilds the batched conditioning every step.
     """
 
     ENTRIES = 4  # cond and uncond, batched together or apart
@@ -84,7 +85,7 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
         ratio = self.model_sampling.timestep(t).to(device=x.device, dtype=dtype)  # the reference feeds r in dtype
         text = self._text_states(c_crossattn, sample.device, dtype)
         sample, ratio = shared_latents(sample, ratio, text.shape[0])
-        run = transformer_options.get("sample_sigmas", None)
+        run = sampling_run(transformer_options)
         conditioning = self.run_cache.get(run, "text", text, self._text_conditioning)
         eps = self._predict_noise(sample, ratio, conditioning, dtype, run, **kwargs)
         check_finite(self.STAGE_NAME, eps, self.diffusion_model)

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import trange
 
 from ...core import DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
+from .comfy_compat import sampler_model_sampling
 from .model_sampling import sigma_for_ratio
 
 SCHEDULES = ["reference", "linear"]
@@ -44,7 +45,7 @@ def _step_noise(seed, like: torch.Tensor):
 def sample_ddpm_wuerstchen(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """A k-diffusion style sampler function: ``model(x, σ)`` gives the denoised latent, ``x`` is σ-scaled."""
     extra_args = {} if extra_args is None else extra_args
-    model_sampling = model.inner_model.inner_model.model_sampling
+    model_sampling = sampler_model_sampling(model)
     ratios = model_sampling.timestep(sigmas.float()).to(x.device)
     scheduler = DDPMWuerstchenScheduler()
     next_noise = _step_noise(extra_args.get("seed", None), x)
