@@ -4,8 +4,9 @@ VAEDecode / VAEEncode on Stage A), refused in one line naming the input and the 
 ``check_sampling_inputs`` runs from the MODEL's ``extra_conds``, which ComfyUI calls for each conditioning entry
 while it prepares a run: before the first step, and never per step. It sees the latent (as it is: comfy_compat keeps
 ComfyUI from re-channelling an empty latent of another family), the text states and the Stage C latent that
-StableCascade_StageB_Conditioning puts on a conditioning. When two or more of them are the other stage's, the MODEL
-is the mistake (a prior MODEL in the decoder's graph, or the reverse); otherwise the one input that is wrong.
+StableCascade_StageB_Conditioning puts on a conditioning. When the latent and the conditioning both are the other
+stage's, the MODEL is the mistake (a prior MODEL in the decoder's graph, or the reverse); when the conditioning's
+text and Stage C latent both are, the conditioning; otherwise the one input that is wrong.
 """
 
 import torch
@@ -19,8 +20,8 @@ OTHER = {"prior": "decoder", "decoder": "prior"}
 LATENT_STAGE = {"prior": "C", "decoder": "B"}
 CHANNELS = {"prior": WuerstchenStageC.latent_channels, "decoder": WuerstchenStageB.latent_channels}
 START = {"prior": "start from Würstchen Empty Latent's stage_c output",
-         "decoder": "start from Würstchen Empty Latent's stage_b output (a Stage C latent goes to "
-                    "StableCascade_StageB_Conditioning's stage_c)"}
+         "decoder": "start from Würstchen Empty Latent's stage_b output"}
+STAGE_C_GOES = {"prior": "", "decoder": " (a Stage C latent goes to StableCascade_StageB_Conditioning's stage_c)"}
 ENCODERS = {"prior": "CLIP-bigG", "decoder": "CLIP-ViT-H"}
 STAGE_C_INPUT = "stable_cascade_prior"  # where StableCascade_StageB_Conditioning puts its stage_c
 ADD_STAGE_C = ("add StableCascade_StageB_Conditioning between the decoder's text encode and the sampler, its stage_c "
@@ -74,10 +75,11 @@ def check_latent(model, latent: torch.Tensor, latent_image: torch.Tensor | None)
     channels, wanted = CHANNELS[stage], STAGE_NAMES[LATENT_STAGE[stage]]
     if latent.dim() != 4:
         raise ValueError(f"latent_image: got a latent of shape {tuple(latent.shape)} but this input needs a "
-                         f"{wanted}, (batch, {channels}, height, width); {START[stage]}")
+                         f"{wanted}, (batch, {channels}, height, width); {START[stage]}{STAGE_C_GOES[stage]}")
     if latent.shape[1] != channels:
         found = found_latent(stage, latent.shape[1], latent_image is None or not bool(latent_image.any()))
-        raise ValueError(f"latent_image: got {found} but this input needs a {wanted}; {START[stage]}")
+        raise ValueError(f"latent_image: got {found} but this input needs a {wanted}; {START[stage]}"
+                         f"{STAGE_C_GOES[stage]}")
     sides = tuple(latent.shape[-2:])
     if stage == "prior" and max(sides) > max(stage_c_size(IMAGE_SIZE_MAX, IMAGE_SIZE_MAX)):
         raise ValueError(f"latent_image: this {sides[0]}×{sides[1]} Stage C latent is for a {stage_c_pixels(sides)} "
@@ -116,12 +118,13 @@ def check_stage_c(model, name: str, stage_c: torch.Tensor | None, latent: torch.
     if any(abs(side - want) >= LATENT_DIM_SCALE for side, want in zip(latent.shape[-2:], wanted)):
         got = "×".join(str(side * VQ_PIXELS_PER_LATENT) for side in reversed(latent.shape[-2:]))
         raise ValueError(f"latent_image: this Stage B latent is for a {got} px image but the Stage C latent on {name} "
-                         f"is for {stage_c_pixels(stage_c.shape[-2:])}; {START['decoder'].split(' (')[0]} at the "
-                         f"prior's width and height")
+                         f"is for {stage_c_pixels(stage_c.shape[-2:])}; {START['decoder']} at the prior's width and "
+                         f"height")
 
 
 def check_text(model, name: str, text: torch.Tensor | None) -> None:
-    """Text states of the MODEL's own encoder, in the pack's samplers' words (core's check_conditioning)."""
+    """Text states of the MODEL's own encoder; another width gets the line core's check_conditioning gives the pack's
+    samplers."""
     stage, width = model.STAGE, model.text_width
     if text is None or text.dim() != 3:
         found = "none" if text is None else f"shape {tuple(text.shape)}"
