@@ -31,6 +31,8 @@ CORE_NODES = {
         "scheduler": (["normal", "karras", "simple"],),
         "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent_image": ("LATENT",),
         "denoise": ("FLOAT", {"default": 1.0})}}, "outputs": [("LATENT", "LATENT")]},
+    "CLIPTextEncode": {"inputs": {"required": {"text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+                                               "clip": ("CLIP",)}}, "outputs": [("CONDITIONING", "CONDITIONING")]},
     "StableCascade_StageB_Conditioning": {"inputs": {"required": {"conditioning": ("CONDITIONING",),
                                                                   "stage_c": ("LATENT",)}},
                                           "outputs": [("CONDITIONING", "CONDITIONING")]},
@@ -229,14 +231,15 @@ PROMPT = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light 
 
 
 def native_common() -> dict[int, Node]:
-    """The stages as MODELs from the two checkpoint loaders, both prompts encoded, empty latents of the right size."""
+    """The stages as MODELs from the two checkpoint loaders, both prompts encoded with stock CLIPTextEncode on the
+    loaders' CLIPs, empty latents of the right size."""
     return {n.id: n for n in [
         Node(1, "WuerstchenPriorCheckpointLoader", (0, 0), {"folder": "wuerstchen-prior", "weight_dtype": "auto"}),
         Node(2, "WuerstchenDecoderCheckpointLoader", (0, 600), {"folder": "wuerstchen", "weight_dtype": "auto"}),
-        Node(3, "WuerstchenTextEncode", (380, 0), {"text_encoder": (1, 1), "text": PROMPT}, "Prior positive"),
-        Node(4, "WuerstchenTextEncode", (380, 260), {"text_encoder": (1, 1), "text": ""}, "Prior negative"),
-        Node(5, "WuerstchenTextEncode", (380, 600), {"text_encoder": (2, 1), "text": PROMPT}, "Decoder positive"),
-        Node(6, "WuerstchenTextEncode", (380, 860), {"text_encoder": (2, 1), "text": ""}, "Decoder negative"),
+        Node(3, "CLIPTextEncode", (380, 0), {"text": PROMPT, "clip": (1, 1)}, "Prior positive"),
+        Node(4, "CLIPTextEncode", (380, 260), {"text": "", "clip": (1, 1)}, "Prior negative"),
+        Node(5, "CLIPTextEncode", (380, 600), {"text": PROMPT, "clip": (2, 1)}, "Decoder positive"),
+        Node(6, "CLIPTextEncode", (380, 860), {"text": "", "clip": (2, 1)}, "Decoder negative"),
         Node(7, "WuerstchenEmptyLatent", (0, 400), {"width": 1024, "height": 1024, "batch_size": 1}),
         Node(20, "SaveImage", (2280, 400), {"images": (19, 0), "filename_prefix": "wuerstchen_native"}),
     ]}

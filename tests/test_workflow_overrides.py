@@ -63,7 +63,7 @@ def stage_of_steps(prompt: dict) -> dict:
 def test_the_common_options_reach_every_example(name):
     prompt = example(name)
     changed = apply_overrides(prompt, options(*COMMON))
-    texts = values(changed, "WuerstchenTextEncode", "text")
+    texts = values(changed, "WuerstchenTextEncode", "text") + values(changed, "CLIPTextEncode", "text")
     assert sorted(set(texts)) == ["a red fox", "blurry"] and texts.count("a red fox") >= 2  # both stages' prompts
     seeds = (values(changed, "WuerstchenPriorSampler", "seed") + values(changed, "WuerstchenDecoderSampler", "seed")
              + values(changed, "KSampler", "seed") + values(changed, "RandomNoise", "noise_seed"))
@@ -133,12 +133,9 @@ def test_stages_come_from_the_links_not_from_ids_or_order(name):
 
 
 def stock_text_to_image() -> dict:
-    """The native KSampler example with ComfyUI's CLIPTextEncode for text and seeds from a primitive node."""
+    """The native KSampler example (ComfyUI's CLIPTextEncode for text) with seeds from a primitive node."""
     prompt = example("wuerstchen_native_ksampler")
-    for node_id in ("3", "4", "5", "6"):
-        node = prompt[node_id]
-        node.update(class_type="CLIPTextEncode", inputs={"clip": node["inputs"]["text_encoder"],
-                                                         "text": node["inputs"]["text"]})
+    assert {prompt[node_id]["class_type"] for node_id in ("3", "4", "5", "6")} == {"CLIPTextEncode"}
     prompt["30"] = {"class_type": "PrimitiveInt", "inputs": {"value": 1}}
     prompt["8"]["inputs"]["seed"] = ["30", 0]
     prompt["10"]["inputs"]["seed"] = ["30", 0]

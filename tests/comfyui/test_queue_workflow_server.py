@@ -60,7 +60,8 @@ def test_overrides_reach_every_example(server, tmp_path, capsys, name):
     saved = [Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("saved ")]
     assert len(saved) == 1
     ran = embedded_prompt(saved[0])  # what the server ran, as SaveImage recorded it
-    texts = {node["inputs"]["text"] for node in ran.values() if node["class_type"] == "WuerstchenTextEncode"}
+    texts = {node["inputs"]["text"] for node in ran.values()
+             if node["class_type"] in ("WuerstchenTextEncode", "CLIPTextEncode")}
     assert "a red fox in the snow" in texts
     seeds = [node["inputs"].get("seed", node["inputs"].get("noise_seed")) for node in ran.values()
              if node["class_type"] in ("WuerstchenPriorSampler", "WuerstchenDecoderSampler", "KSampler",
