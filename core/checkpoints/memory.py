@@ -45,15 +45,18 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def _meminfo_available() -> int | None:
-    # MemAvailable counts the page cache the kernel would give back, which plain free pages do not.
+    # MemAvailable counts the page cache the kernel would give back, which plain free pages do not; free swap is
+    # counted too, so a machine that would load by swapping is not refused.
+    fields = {}
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                name, _, value = line.partition(":")
+                if name in ("MemAvailable", "SwapFree"):
+                    fields[name] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
-    return None
+        return None
+    return fields["MemAvailable"] + fields.get("SwapFree", 0) if "MemAvailable" in fields else None
 
 
 def _free_pages() -> int | None:
