@@ -23,26 +23,25 @@ def effnet_files() -> list[str]:
     return list_models("effnet")  # single weight files only: no diffusers folder holds the encoder
 
 
-def effnet_input() -> dict:
-    return {"required": {
-        "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
-    }}
-
-
-class WuerstchenEfficientNetLoader:
-    DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder, which turns an image into Stage C image embeddings "
-                   f"(for image variations, or to decode an image's own embeddings). Needs torchvision. {FILES}")
+class _EfficientNetFileLoader:
     CATEGORY = "loaders/wuerstchen"
-    RETURN_TYPES, RETURN_NAMES = (EFFNET,), ("effnet",)
-    OUTPUT_TOOLTIPS = ("The EfficientNet encoder, managed by ComfyUI.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return effnet_input()
+        return {"required": {
+            "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
+        }}
 
     IS_CHANGED = is_changed_by("effnet_name")
+
+
+class WuerstchenEfficientNetLoader(_EfficientNetFileLoader):
+    DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder, which turns an image into Stage C image embeddings "
+                   f"(for image variations, or to decode an image's own embeddings). Needs torchvision. {FILES}")
+    RETURN_TYPES, RETURN_NAMES = (EFFNET,), ("effnet",)
+    OUTPUT_TOOLTIPS = ("The EfficientNet encoder, managed by ComfyUI.",)
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
         with loading_errors():
@@ -53,7 +52,7 @@ class WuerstchenEfficientNetLoader:
         return (manage("effnet", encoder, load_device, offload_device, storage, full_load=True),)
 
 
-class WuerstchenEfficientNetVAELoader:
+class WuerstchenEfficientNetVAELoader(_EfficientNetFileLoader):
     DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder as a VAE that only encodes, for the stock "
                    "StableCascade_StageC_VAEEncode: its stage_c latent starts the Würstchen prior MODEL at denoise < 1 "
                    "(image variation), or reaches the decoder through StableCascade_StageB_Conditioning (a re-draw "
@@ -61,17 +60,9 @@ class WuerstchenEfficientNetVAELoader:
                    "reference's, not equal: Würstchen Image Encode is the exact path. Its compression 42 gives "
                    "Würstchen's latent size for sides that are multiples of 128 up to 2560 px. Needs torchvision. "
                    + FILES)
-    CATEGORY = "loaders/wuerstchen"
     RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
     OUTPUT_TOOLTIPS = ("The encoder as an encode-only VAE (32 px per latent pixel), for "
                        "StableCascade_StageC_VAEEncode.",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return effnet_input()
-
-    IS_CHANGED = is_changed_by("effnet_name")
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
         with loading_errors():

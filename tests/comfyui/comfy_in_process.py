@@ -5,6 +5,7 @@ ComfyUI imports it; without COMFYUI_DIR or an importable ComfyUI it skips the te
 itself and the stock nodes live in scripts/in_process.py, which scripts/run_workflow.py shares.
 """
 
+import contextlib
 import importlib
 import os
 
@@ -46,3 +47,18 @@ def run_api_prompt(pack, prompt: dict) -> list:
     run_workflow.execute(prompt, lambda class_type: KeepImages() if class_type == "SaveImage"
                          else factories[class_type]())
     return kept
+
+
+@contextlib.contextmanager
+def demo_model_folder(root, effnet: bool = False):
+    """The tiny demo models written to ``root``, and ComfyUI's wuerstchen model folder set to it alone while the
+    block runs; every model is unloaded afterwards."""
+    import comfy.model_management
+    import folder_paths
+    from demo_checkpoints import write_demo_models
+    write_demo_models(root, effnet=effnet)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(folder_paths.folder_names_and_paths, "wuerstchen",
+                      ([str(root)], set(folder_paths.supported_pt_extensions)))
+        yield root
+    comfy.model_management.unload_all_models()

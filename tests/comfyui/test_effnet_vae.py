@@ -8,7 +8,7 @@ re-draw without the prior) take it. It has every attribute ComfyUI's own VAE has
 import pytest
 import torch
 
-from comfy_in_process import comfyui
+from comfy_in_process import comfyui, demo_model_folder
 
 try:
     import torchvision  # noqa: F401  (the encoder's backbone)
@@ -23,19 +23,11 @@ WIDTH, HEIGHT = 512, 384  # multiples of 128: compression 42 gives Würstchen's 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     pack = comfyui()
-    import folder_paths
-    from demo_checkpoints import write_demo_models
-    root = tmp_path_factory.mktemp("effnet_vae_models")
-    write_demo_models(root, effnet=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(folder_paths.folder_names_and_paths, "wuerstchen",
-                      ([str(root)], set(folder_paths.supported_pt_extensions)))
+    with demo_model_folder(tmp_path_factory.mktemp("effnet_vae_models"), effnet=True):
         nodes = pack.nodes.NODE_CLASS_MAPPINGS
         vae = nodes["WuerstchenEfficientNetVAELoader"]().load(EFFNET, "fp32")[0]
         effnet = nodes["WuerstchenEfficientNetLoader"]().load(EFFNET, "fp32")[0]
         yield dict(pack=pack, nodes=nodes, vae=vae, effnet=effnet)
-    import comfy.model_management
-    comfy.model_management.unload_all_models()
 
 
 def image(height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from comfy_in_process import comfyui
+from comfy_in_process import comfyui, demo_model_folder
 
 PROMPT = "a horse in the snow"
 
@@ -16,28 +16,24 @@ PROMPT = "a horse in the snow"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     pack = comfyui()
-    import folder_paths
-    from demo_checkpoints import write_demo_models, write_model_index
-    root = tmp_path_factory.mktemp("checkpoint_models")
-    write_demo_models(root)
+    with demo_model_folder(tmp_path_factory.mktemp("checkpoint_models")) as root:
+        yield dict(pack=pack, root=root, names=write_variants(root), nodes=pack.nodes.NODE_CLASS_MAPPINGS)
+
+
+def write_variants(root) -> dict:
+    """Prior variants in the released layout (a prior pipeline without text_encoder/ or tokenizer/): beside
+    wuerstchen-prior, alone, and beside two other prior folders."""
+    from demo_checkpoints import write_model_index
 
     def variant(folder: str) -> str:
-        """A released variant's layout: the prior pipeline without text_encoder/ or tokenizer/."""
-        target = root / folder
-        shutil.copytree(root / "wuerstchen-prior" / "prior", target / "prior")
-        write_model_index(target, "WuerstchenPriorPipeline", {"prior": ["wuerstchen", "WuerstchenPrior"]})
+        shutil.copytree(root / "wuerstchen-prior" / "prior", root / folder / "prior")
+        write_model_index(root / folder, "WuerstchenPriorPipeline", {"prior": ["wuerstchen", "WuerstchenPrior"]})
         return folder
 
     shutil.copytree(root / "wuerstchen-prior", root / "crowded" / "prior-a")
     shutil.copytree(root / "wuerstchen-prior", root / "crowded" / "prior-b")
-    names = dict(variant=variant("wuerstchen-prior-interpolated"), alone=variant("lonely/wuerstchen-prior-base"),
-                 crowded=variant("crowded/wuerstchen-prior-finetuned"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(folder_paths.folder_names_and_paths, "wuerstchen",
-                      ([str(root)], set(folder_paths.supported_pt_extensions)))
-        yield dict(pack=pack, root=root, names=names, nodes=pack.nodes.NODE_CLASS_MAPPINGS)
-    import comfy.model_management
-    comfy.model_management.unload_all_models()
+    return dict(variant=variant("wuerstchen-prior-interpolated"), alone=variant("lonely/wuerstchen-prior-base"),
+                crowded=variant("crowded/wuerstchen-prior-finetuned"))
 
 
 def encode(clip, text: str = PROMPT) -> torch.Tensor:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from comfy_in_process import comfyui, run_api_prompt
+from comfy_in_process import comfyui, demo_model_folder, run_api_prompt
 
 SIZE, PRIOR_STEPS, DECODER_STEPS = 256, 6, 4
 TEXT_LOADERS = {"2": "wuerstchen-prior", "7": "wuerstchen"}  # the text-to-image example's text encoder loaders
@@ -16,14 +16,8 @@ TEXT_LOADERS = {"2": "wuerstchen-prior", "7": "wuerstchen"}  # the text-to-image
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
     pack = comfyui()
-    import folder_paths
-    from demo_checkpoints import write_demo_models
-    root = tmp_path_factory.mktemp("models")
-    write_demo_models(root)
-    folder_paths.add_model_folder_path("wuerstchen", str(root))
-    yield pack
-    import comfy.model_management
-    comfy.model_management.unload_all_models()
+    with demo_model_folder(tmp_path_factory.mktemp("models")):
+        yield pack
 
 
 def text_to_image(clip_loaders: bool) -> dict:
