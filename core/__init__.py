@@ -8,6 +8,7 @@ from .checkpoints import (COMPONENTS, WEIGHT_SUFFIXES, CheckpointError, identify
                           load_decoder, load_effnet_encoder, load_prior, load_vqgan, read_effnet_state_dict,
                           read_state_dict)
 from .checkpoints.names import file_kinds
+from .checkpoints.memory import available_bytes
 from .image_encoding import EFFNET_DOWNSCALE, effnet_input_size, effnet_pixels, encode_image
 from .image_encoding import normalise as imagenet_normalise
 from .image_prep import resize_and_crop, to_rgb

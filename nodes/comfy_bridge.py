@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import DTYPE_NAMES, SUPPORTED_DTYPES, is_regular_file_or_folder, path_inside, shown
-from ..core.checkpoints.memory import available_bytes
+from ..core import DTYPE_NAMES, SUPPORTED_DTYPES, available_bytes, is_regular_file_or_folder, path_inside, shown
 from .messages import bounded_message
 from .model_listing import list_names
 
