@@ -36,10 +36,10 @@ def ksampler(model: list, positive: list, negative: list, latent: list, steps: i
 
 
 def text_to_image() -> dict:
-    """The stock-node text-to-image graph on the demo models: checkpoint loaders → text encode → KSampler →
+    """The stock-node text-to-image graph on the demo models: checkpoint loaders → CLIPTextEncode → KSampler →
     StableCascade_StageB_Conditioning → KSampler → VAEDecode → SaveImage."""
     def encode(loader: str, text: str) -> dict:
-        return {"class_type": "WuerstchenTextEncode", "inputs": {"text_encoder": [loader, 1], "text": text}}
+        return {"class_type": "CLIPTextEncode", "inputs": {"clip": [loader, 1], "text": text}}
     return {
         "1": {"class_type": "WuerstchenPriorCheckpointLoader", "inputs": {"folder": "wuerstchen-prior",
                                                                           "weight_dtype": "auto"}},
