@@ -36,26 +36,31 @@ def _folders_holding(*kinds: str) -> list[str]:
 def _prior_folders() -> list[str]:
     """Folders with a prior and a text encoder of their own or, for a variant, beside them (see
     ``prior_text_encoder_folder``)."""
-    encoders = set(list_models("text_encoder"))
-    folders = [name for name in list_models("prior") if not name.lower().endswith(WEIGHT_SUFFIXES)]
-    return [name for name in folders if name in encoders or len(_encoders_beside(name, encoders)) == 1]
+    priors, pipelines = _prior_pipelines()
+    folders = [name for name in priors if not name.lower().endswith(WEIGHT_SUFFIXES)]
+    return [name for name in folders if name in pipelines or len(_encoders_beside(name, pipelines)) == 1]
 
 
-def _encoders_beside(folder: str, encoders: set) -> list[str]:
-    """The prior pipeline folders with a text encoder in ``folder``'s parent: wuerstchen-prior alone if it is one."""
+def _prior_pipelines() -> tuple[list[str], set[str]]:
+    """(what the prior loaders list, the folders among them that hold a text encoder too)."""
+    priors = list_models("prior")
+    return priors, set(priors) & set(list_models("text_encoder"))
+
+
+def _encoders_beside(folder: str, pipelines: set[str]) -> list[str]:
+    """The prior folders with a text encoder in ``folder``'s parent: wuerstchen-prior alone if it is one."""
     parent = posixpath.dirname(folder)
-    beside = sorted(name for name in set(list_models("prior")) & encoders if posixpath.dirname(name) == parent)
+    beside = sorted(name for name in pipelines if posixpath.dirname(name) == parent)
     canonical = posixpath.join(parent, PRIOR_PIPELINE)
     return [canonical] if canonical in beside else beside
 
 
 def prior_text_encoder_folder(folder: str) -> str:
-    """The folder whose text encoder a prior folder uses: its own, else that of the prior pipeline folder beside it
-    (the released variants, -model-interpolated, -finetuned and -base, ship without one and use wuerstchen-prior's)."""
-    encoders = set(list_models("text_encoder"))
-    if folder in encoders:
+    """The folder whose text encoder a prior folder uses: its own, else that of the prior folder beside it that has
+    one (the released variants, -model-interpolated, -finetuned and -base, ship without and use wuerstchen-prior's)."""
+    if folder in set(list_models("text_encoder")):
         return folder
-    beside = _encoders_beside(folder, encoders)
+    beside = _encoders_beside(folder, _prior_pipelines()[1])
     if len(beside) == 1:
         return beside[0]
     found = f"several prior folders beside it have one ({', '.join(beside[:3])})" if beside else \
