@@ -182,6 +182,19 @@ def test_a_workflow_saved_before_the_clip_outputs_loads_links_and_runs(server, a
     assert not app.errors, app.errors
 
 
+def test_native_examples_load_with_every_link(app):
+    """The native examples' stock CLIPTextEncode nodes on the checkpoint loaders' CLIP outputs: no missing node, no
+    node in error, every link kept (one page, each dropped in turn)."""
+    for name in ("wuerstchen_native_ksampler", "wuerstchen_native_reference", "wuerstchen_native_prior_lora"):
+        workflow = json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+        assert app.drop_workflow(EXAMPLES / f"{name}.json") == {"missing": [], "nodes": len(workflow["nodes"])}, name
+        assert not app.dialogs(), (name, app.dialogs())
+        assert not [node for node in app.nodes() if node["has_errors"]], name
+        links = app.evaluate("() => app.graph.links.size ?? Object.keys(app.graph.links).length")
+        assert links == len(workflow["links"]), name
+    assert not app.errors, app.errors
+
+
 def test_examples_are_listed_as_templates_with_their_pictures(server):
     """The template browser lists the pack's UI-format examples (not api/) and serves each one's .jpg thumbnail."""
     from PIL import Image
