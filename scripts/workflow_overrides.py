@@ -16,18 +16,21 @@ SAMPLERS = {"WuerstchenPriorSampler", "WuerstchenDecoderSampler"}
 SAMPLER_STAGES = {"WuerstchenPriorSampler": PRIOR, "WuerstchenDecoderSampler": DECODER}
 BOTH_STAGES_ENCODE = "WuerstchenTextEncodeBothStages"
 TEXT_ENCODER_LOADER = "WuerstchenTextEncoderLoader"
+CLIP_LOADER = "WuerstchenCLIPLoader"
+TEXT_ENCODER_LOADERS = {TEXT_ENCODER_LOADER, CLIP_LOADER}  # their option depends on the stage they feed
 # The model input of each of the pack's loaders.
 LOADER_INPUTS = {"WuerstchenPriorLoader": "prior_name", "WuerstchenDecoderLoader": "decoder_name",
                  "WuerstchenVQGANLoader": "vqgan_name", TEXT_ENCODER_LOADER: "clip_name",
                  "WuerstchenEfficientNetLoader": "effnet_name", "WuerstchenPriorModelLoader": "prior_name",
                  "WuerstchenDecoderModelLoader": "decoder_name", "WuerstchenVAELoader": "vqgan_name",
-                 "WuerstchenPriorCheckpointLoader": "folder", "WuerstchenDecoderCheckpointLoader": "folder"}
+                 "WuerstchenPriorCheckpointLoader": "folder", "WuerstchenDecoderCheckpointLoader": "folder",
+                 CLIP_LOADER: "clip_name", "WuerstchenEfficientNetVAELoader": "effnet_name"}
 # The option (attribute name) that sets each loader's model; a text encoder loader's depends on the stage it feeds.
 MODEL_OPTIONS = {"WuerstchenPriorLoader": "prior", "WuerstchenPriorModelLoader": "prior",
                  "WuerstchenPriorCheckpointLoader": "prior", "WuerstchenDecoderLoader": "decoder",
                  "WuerstchenDecoderModelLoader": "decoder", "WuerstchenDecoderCheckpointLoader": "decoder",
                  "WuerstchenVQGANLoader": "vqgan", "WuerstchenVAELoader": "vqgan",
-                 "WuerstchenEfficientNetLoader": "effnet",
+                 "WuerstchenEfficientNetLoader": "effnet", "WuerstchenEfficientNetVAELoader": "effnet",
                  ("text_encoder", PRIOR): "prior_text_encoder", ("text_encoder", DECODER): "decoder_text_encoder"}
 # Nodes whose class alone says their stage; any other node's stage is traced through its model links.
 CLASS_STAGES = {**SAMPLER_STAGES, **{cls: PRIOR for cls, option in MODEL_OPTIONS.items() if option == "prior"},
@@ -95,11 +98,13 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "Loader or Decoder Checkpoint Loader (template: wuerstchen)")
     models.add_argument("--vqgan", metavar="NAME", help="VQGAN Loader's or VAE Loader's model (template: wuerstchen)")
     models.add_argument("--prior-text-encoder", metavar="NAME",
-                        help="the text encoder loader that feeds the prior (template: wuerstchen-prior)")
+                        help="the Text Encoder Loader or CLIP Loader that feeds the prior (template: "
+                             "wuerstchen-prior)")
     models.add_argument("--decoder-text-encoder", metavar="NAME",
-                        help="the text encoder loader that feeds the decoder (template: wuerstchen)")
+                        help="the Text Encoder Loader or CLIP Loader that feeds the decoder (template: wuerstchen)")
     models.add_argument("--effnet", metavar="NAME",
-                        help="EfficientNet Loader's file (image variation template: model_v2_stage_b.pt)")
+                        help="EfficientNet Loader's or EfficientNet VAE Loader's file (image variation template: "
+                             "model_v2_stage_b.pt)")
 
 
 def load_workflow(path: Path) -> dict:
@@ -172,7 +177,7 @@ def conditioned(prompt: dict, node_id: str) -> set[tuple[str, str]]:
 
 
 def text_encoder_stage(prompt: dict, loader_id: str) -> str | None:
-    """'prior' or 'decoder': the stage whose sampler a text encoder loader feeds (None if none or both)."""
+    """'prior' or 'decoder': the stage whose sampler a text encoder or CLIP loader feeds (None if none or both)."""
     stages = set()
     for encode_id, input_name in _consumers(prompt, loader_id):
         if prompt[encode_id]["class_type"] == BOTH_STAGES_ENCODE:
@@ -185,7 +190,7 @@ def text_encoder_stage(prompt: dict, loader_id: str) -> str | None:
 def model_option(prompt: dict, node_id: str) -> str | None:
     """The option (attribute name) that sets this loader's model, if it is one of the pack's loaders."""
     class_type = prompt[node_id]["class_type"]
-    if class_type == TEXT_ENCODER_LOADER:
+    if class_type in TEXT_ENCODER_LOADERS:
         return MODEL_OPTIONS.get(("text_encoder", text_encoder_stage(prompt, node_id)))
     return MODEL_OPTIONS.get(class_type)
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+import queue_workflow
 import run_workflow
 from pack import EXAMPLES
 from workflow_overrides import OverrideError, add_override_arguments, apply_overrides, load_workflow
@@ -183,6 +184,85 @@ def test_text_encoder_loaders_are_told_apart_by_what_they_feed():
             encode = changed[node["inputs"]["positive"][0]]
             feeds[node["class_type"]] = changed[encode["inputs"]["text_encoder"][0]]["inputs"]["clip_name"]
     assert feeds == {"WuerstchenPriorSampler": "P", "WuerstchenDecoderSampler": "D"}
+
+
+def stock_loaders_variation() -> dict:
+    """Image variation on stock nodes around the pack's file loaders: a CLIP Loader per stage (each feeding
+    CLIPTextEncode; the decoder's reaches its KSampler through StableCascade_StageB_Conditioning) and the
+    EfficientNet VAE Loader for StableCascade_StageC_VAEEncode."""
+    def node(class_type, **inputs):
+        return {"class_type": class_type, "inputs": inputs}
+
+    sampler = dict(seed=3, steps=3, cfg=4.0, sampler_name="ddpm", scheduler="simple")
+    return {
+        "1": node("WuerstchenPriorModelLoader", prior_name="wuerstchen-prior", weight_dtype="auto"),
+        "2": node("WuerstchenDecoderModelLoader", decoder_name="wuerstchen", weight_dtype="auto"),
+        "3": node("WuerstchenCLIPLoader", clip_name="prior-clip", weight_dtype="auto"),
+        "4": node("WuerstchenCLIPLoader", clip_name="decoder-clip", weight_dtype="auto"),
+        "5": node("WuerstchenVAELoader", vqgan_name="wuerstchen", weight_dtype="auto"),
+        "6": node("WuerstchenEfficientNetVAELoader", effnet_name="model_v2_stage_b.pt", weight_dtype="auto"),
+        "7": node("LoadImage", image="in.png"),
+        "8": node("StableCascade_StageC_VAEEncode", image=["7", 0], vae=["6", 0], compression=42),
+        "9": node("CLIPTextEncode", clip=["3", 0], text="a sun"),
+        "10": node("CLIPTextEncode", clip=["3", 0], text=""),
+        "11": node("KSampler", model=["1", 0], positive=["9", 0], negative=["10", 0], latent_image=["8", 0],
+                   denoise=0.7, **sampler),
+        "12": node("CLIPTextEncode", clip=["4", 0], text="a sun"),
+        "13": node("StableCascade_StageB_Conditioning", conditioning=["12", 0], stage_c=["11", 0]),
+        "14": node("CLIPTextEncode", clip=["4", 0], text=""),
+        "15": node("KSampler", model=["2", 0], positive=["13", 0], negative=["14", 0], latent_image=["8", 1],
+                   denoise=1.0, **sampler),
+        "16": node("VAEDecode", samples=["15", 0], vae=["5", 0]),
+        "17": node("SaveImage", images=["16", 0], filename_prefix="variation"),
+    }
+
+
+def clip_names_by_stage(prompt: dict) -> dict:
+    """{stage: clip_name of the CLIP Loader behind the text on that stage's KSampler}, read off the links as the
+    author wired them (the decoder's positive passes through StableCascade_StageB_Conditioning)."""
+    def clip_loader(text_id):
+        text = prompt[text_id]
+        if text["class_type"] == "StableCascade_StageB_Conditioning":
+            text = prompt[text["inputs"]["conditioning"][0]]
+        return prompt[text["inputs"]["clip"][0]]["inputs"]["clip_name"]
+
+    found = {}
+    for node in prompt.values():
+        if node["class_type"] == "KSampler":
+            stage = "prior" if "Prior" in prompt[node["inputs"]["model"][0]]["class_type"] else "decoder"
+            found[stage] = {clip_loader(node["inputs"][role][0]) for role in ("positive", "negative")}
+    return found
+
+
+def test_clip_and_efficientnet_vae_loaders_take_their_options():
+    for seed in range(3):
+        prompt = relabelled(stock_loaders_variation(), seed)
+        assert clip_names_by_stage(prompt) == {"prior": {"prior-clip"}, "decoder": {"decoder-clip"}}
+        changed = apply_overrides(prompt, options("--prior-text-encoder", "P", "--decoder-text-encoder", "D",
+                                                  "--effnet", "E.safetensors", "--prompt", "a moon"))
+        assert clip_names_by_stage(changed) == {"prior": {"P"}, "decoder": {"D"}}
+        assert values(changed, "WuerstchenEfficientNetVAELoader", "effnet_name") == ["E.safetensors"]
+        assert sorted(values(changed, "CLIPTextEncode", "text")) == ["", "", "a moon", "a moon"]
+
+
+def test_a_clip_loader_feeding_no_sampler_is_left_as_it_is():
+    prompt = stock_loaders_variation()
+    prompt["18"] = {"class_type": "WuerstchenCLIPLoader", "inputs": {"clip_name": "spare", "weight_dtype": "auto"}}
+    changed = apply_overrides(prompt, options("--prior-text-encoder", "P", "--decoder-text-encoder", "D"))
+    assert changed["18"] == prompt["18"] and clip_names_by_stage(changed) == {"prior": {"P"}, "decoder": {"D"}}
+
+
+def test_list_models_names_the_option_of_each_new_loader():
+    names = {"WuerstchenCLIPLoader": {"clip_name": ["prior-clip", "decoder-clip"]},
+             "WuerstchenEfficientNetVAELoader": {"effnet_name": ["model_v2_stage_b.pt"]}}
+    lines = queue_workflow.model_listing(stock_loaders_variation(), names)
+    assert lines == [
+        "node 3 (WuerstchenCLIPLoader) clip_name='prior-clip' [--prior-text-encoder]; "
+        "the server lists: prior-clip, decoder-clip",
+        "node 4 (WuerstchenCLIPLoader) clip_name='decoder-clip' [--decoder-text-encoder]; "
+        "the server lists: prior-clip, decoder-clip",
+        "node 6 (WuerstchenEfficientNetVAELoader) effnet_name='model_v2_stage_b.pt' [--effnet]; "
+        "the server lists: model_v2_stage_b.pt"]
 
 
 def test_run_workflow_stops_on_an_unmatched_option_in_one_line(tmp_path, capsys):
