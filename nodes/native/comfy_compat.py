@@ -12,10 +12,10 @@ process. tests/comfyui/test_comfy_compat.py runs them on ComfyUI 0.3.64 and 0.8.
   is, so the model's guardrails name it, instead of being re-channelled into a latent of the wrong size (a stock
   Empty Latent Image would otherwise sample a Stage C latent for a 2,730-px image).
 
-Besides: one call into ComfyUI's constructor (``init_vae_defaults``, for Stage A's VAE), and the two places the
-pack reads ComfyUI's sampling internals as ComfyUI's own samplers and hooks read them (``sampler_model_sampling``,
-``sampling_run``). ``extra_conds``' keyword names (noise, latent_image, cross_attn, prompt_type,
-stable_cascade_prior) are ComfyUI's model interface, read in ``guardrails`` and ``models``.
+Besides: one call into ComfyUI's constructor (``init_vae_defaults``, for Stage A's VAE and the EfficientNet's
+encode-only one), and the two places the pack reads ComfyUI's sampling internals as ComfyUI's own samplers and hooks
+read them (``sampler_model_sampling``, ``sampling_run``). ``extra_conds``' keyword names (noise, latent_image,
+cross_attn, prompt_type, stable_cascade_prior) are ComfyUI's model interface, read in ``guardrails`` and ``models``.
 """
 
 import functools

@@ -10,8 +10,6 @@ original image the two differ by the resize alone, since the reference (and Imag
 antialiasing.
 """
 
-import logging
-
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
@@ -21,11 +19,11 @@ from ...core import (EFFNET_DOWNSCALE, SUPPORTED_DTYPES, check_finite, check_fin
                      load_effnet_encoder)
 from ..comfy_bridge import placement
 from ..effnet import BYTES_PER_INPUT_PIXEL
+from .comfy_compat import init_vae_defaults
 
 ENCODE_ONLY = ("vae: this is the Würstchen EfficientNet encoder, which only encodes images to Stage C latents "
                "(StableCascade_StageC_VAEEncode); decode Stage B latents with Stage A's VAE (Würstchen Decoder "
                "Checkpoint Loader or VAE Loader)")
-_NO_WEIGHTS_WARNING = "No VAE weights detected"  # what ComfyUI's VAE logs when built without a state dict
 
 
 class EfficientNetStage(torch.nn.Module):
@@ -47,25 +45,9 @@ def _refuse_to_decode(*_) -> int:
     raise ValueError(ENCODE_ONLY)
 
 
-class _DropNoWeightsWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _NO_WEIGHTS_WARNING not in record.getMessage()
-
-
-def comfy_vae_defaults(vae: comfy.sd.VAE) -> None:
-    """Every attribute the running ComfyUI's VAE constructor sets before it picks a network, at its default: its own
-    constructor with no weights, which returns there (its warning about that is dropped)."""
-    warning_filter = _DropNoWeightsWarning()
-    logging.getLogger().addFilter(warning_filter)
-    try:
-        comfy.sd.VAE.__init__(vae, sd={})
-    finally:
-        logging.getLogger().removeFilter(warning_filter)
-
-
 class EfficientNetVAE(comfy.sd.VAE):
     def __init__(self, encoder: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
-        comfy_vae_defaults(self)
+        init_vae_defaults(self)
         self.first_stage_model = EfficientNetStage(encoder).eval()
         self.downscale_ratio = self.upscale_ratio = EFFNET_DOWNSCALE
         self.latent_channels = encoder.mapper[0].out_channels
