@@ -24,5 +24,5 @@ from .stages import (DTYPE_NAMES, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STE
                      prior_memory_bytes, network_parts, stage_b_size, stage_c_size, step_memory_bytes,
                      text_encoder_stage, vq_decode_memory_bytes)
 from .text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
-from .validation import (NonFiniteOutputError, check_finite, check_finite_inputs, check_image_size,
-                         check_prompt_emphasis, check_prompt_text)
+from .validation import (NonFiniteOutputError, check_conditioning, check_finite, check_finite_inputs,
+                         check_image_size, check_prompt_emphasis, check_prompt_text)

@@ -11,7 +11,8 @@ text and Stage C latent both are, the conditioning; otherwise the one input that
 
 import torch
 
-from ...core import IMAGE_SIZE_MAX, LATENT_DIM_SCALE, stage_b_size, stage_c_size, text_encoder_stage
+from ...core import (IMAGE_SIZE_MAX, LATENT_DIM_SCALE, check_conditioning, stage_b_size, stage_c_size,
+                     text_encoder_stage)
 from ..images import VQ_PIXELS_PER_LATENT, image_pixels, stage_c_pixels
 from ..wiring import STAGE_NAMES
 from .latent_formats import WuerstchenStageB, WuerstchenStageC
@@ -123,19 +124,16 @@ def check_stage_c(model, name: str, stage_c: torch.Tensor | None, latent: torch.
 
 
 def check_text(model, name: str, text: torch.Tensor | None) -> None:
-    """Text states of the MODEL's own encoder; another width gets the line core's check_conditioning gives the pack's
-    samplers."""
+    """Text states of the MODEL's own encoder; another width gets core's check_conditioning line, as the pack's
+    samplers do, naming the other stage when the width is its encoder's."""
     stage, width = model.STAGE, model.text_width
     if text is None or text.dim() != 3:
         found = "none" if text is None else f"shape {tuple(text.shape)}"
         raise ValueError(f"{name}: the Würstchen {stage} needs text states (prompts, tokens, {width}), got {found}; "
                          f"encode the prompt with the {stage}'s text encoder")
-    if text.shape[-1] != width:
-        whose = f"; {text.shape[-1]} is the {OTHER[stage]}'s" if text_encoder_stage(text.shape[-1]) == OTHER[stage] \
-            else ""
-        raise ValueError(f"{name} has {text.shape[-1]}-wide text embeddings but this model expects {width} (the "
-                         f"{stage}'s text encoder, {ENCODERS[stage]}, for the released model{whose}); use that "
-                         f"stage's text encoder")
+    whose = f"; {text.shape[-1]} is the {OTHER[stage]}'s" if text_encoder_stage(text.shape[-1]) == OTHER[stage] else ""
+    hint = f"the {stage}'s text encoder, {ENCODERS[stage]}, for the released model{whose}"
+    check_conditioning(name, text, width, hint)
 
 
 # --- Stage A (VAEDecode / VAEEncode) -------------------------------------------------------------------------------
