@@ -116,8 +116,8 @@ def _keeping_foreign_empty_latents(is_ours):
 
 def install() -> None:
     """Idempotent: every wrapper above, once per process (from the first Würstchen MODEL or CLIP on)."""
-    from . import clip, lora  # they import this module; their halves of the wrappers are Würstchen knowledge
-    wrap_once(comfy.lora, "model_lora_keys_unet", _extended_key_map(lora.is_wuerstchen_model, lora.add_key_map))
+    from . import clip, lora, models  # they import this module; their halves of the wrappers are Würstchen knowledge
+    wrap_once(comfy.lora, "model_lora_keys_unet", _extended_key_map(models.is_wuerstchen_model, lora.add_key_map))
     wrap_once(comfy.lora, "model_lora_keys_clip", _extended_key_map(clip.is_wuerstchen_clip, clip.add_lora_keys))
     wrap_once(comfy.lora, "load_lora", _reporting_load_lora(lora.report_patches))
-    wrap_once(comfy.sample, "fix_empty_latent_channels", _keeping_foreign_empty_latents(lora.is_wuerstchen_model))
+    wrap_once(comfy.sample, "fix_empty_latent_channels", _keeping_foreign_empty_latents(models.is_wuerstchen_model))

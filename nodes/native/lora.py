@@ -15,8 +15,7 @@ the parts in any copy of the map: how many weights of each a LoRA patched, or an
 
 import logging
 
-from .comfy_compat import install  # noqa: F401  (loading.py installs the wrappers through here)
-from .models import _WuerstchenModel, is_wuerstchen_model  # noqa: F401  (is_wuerstchen_model: merge.py's import)
+from .models import _WuerstchenModel
 
 PEFT_PREFIXES = {"prior": ("prior.", "unet."), "decoder": ("decoder.", "unet.")}
 KOHYA_PREFIXES = {"prior": "lora_prior_unet_", "decoder": "lora_decoder_unet_"}
