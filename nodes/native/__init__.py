@@ -1,5 +1,8 @@
-"""Würstchen v2 as ComfyUI-native objects: model configs, BaseModel wrappers, latent formats, model sampling, the
-reference SIGMAS/SAMPLER, LoRA key maps and the Stage A VAE.
+"""Würstchen v2 as ComfyUI-native objects, one concept per module: ``model_configs``, ``models`` (BaseModel
+wrappers), ``latent_formats``, ``model_sampling``, ``sampling`` (the reference SIGMAS/SAMPLER), ``guardrails``
+(wiring mistakes on the stock path, in one line), ``lora`` (LoRA key maps), ``merge`` (block merges), ``loading``
+(MODELs from files), ``clip`` (the text encoders as ComfyUI CLIP), ``vae`` (Stage A as a VAE), ``effnet_vae`` (the
+EfficientNet encoder as an encode-only VAE) and ``comfy_compat`` (the ComfyUI functions the pack wraps).
 
 Every module here imports ComfyUI at its top, so nothing here is imported before ComfyUI is known to be present:
 node classes import these modules inside their functions, and ``available()`` tells whether they can.
