@@ -188,8 +188,8 @@ def test_model_sampling_maps_sigma_and_noise_ratio_both_ways():
 def test_model_sampling_table_is_comfyuis_own(shift):
     """The pack builds ComfyUI's σ table in one tensor operation; it is ComfyUI's StableCascadeSampling's, bit for bit
     at shift 1 (another shift goes through ComfyUI's own loop), with every attribute ComfyUI's sets."""
+    sampling = native_module(comfyui(), "model_sampling")  # skips, saying how to run it, without COMFYUI_DIR
     import comfy.model_sampling
-    sampling = native_module(comfyui(), "model_sampling")
     ours = sampling.WuerstchenSampling()
     theirs = comfy.model_sampling.StableCascadeSampling()
     ours.set_parameters(shift)
