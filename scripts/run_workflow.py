@@ -34,7 +34,7 @@ from workflow_overrides import add_override_arguments, apply_overrides, load_wor
 OUTPUT_NODES = {"SaveImage", "PreviewImage"}
 STAND_INS = OUTPUT_NODES | {"LoadImage"}
 MODEL_DIRS_ENV = "WUERSTCHEN_MODEL_DIRS"
-EFFNET_LOADER = "WuerstchenEfficientNetLoader"
+EFFNET_INPUT = "effnet_name"  # the EfficientNet Loader and the EfficientNet VAE Loader
 
 
 class CannotRun(RuntimeError):
@@ -173,7 +173,7 @@ def model_folders(prompt: dict, demo: bool, in_comfyui: bool):
         if demo:
             from demo_checkpoints import write_comfyui_demo_models
             models = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            write_comfyui_demo_models(models, effnet=uses(prompt, EFFNET_LOADER), lora=uses(prompt, "lora_name"))
+            write_comfyui_demo_models(models, effnet=uses(prompt, EFFNET_INPUT), lora=uses(prompt, "lora_name"))
             print("demo mode: tiny random-weight models, so the images are noise", flush=True)
             folders = {"wuerstchen": [models / "wuerstchen"], "loras": [models / "loras"]}
         else:
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     prompt = apply_overrides(load_workflow(args.workflow), args)
     try:
-        if args.demo and uses(prompt, EFFNET_LOADER):
+        if args.demo and uses(prompt, EFFNET_INPUT):
             from demo_checkpoints import torchvision_problem
             if problem := torchvision_problem():
                 raise CannotRun(problem)
