@@ -4,13 +4,13 @@ tokens as the reference does (with a warning), and the stock LoraLoader applies 
 diffusers' load_lora_weights + fuse_lora does, in every naming family. Tiny random encoders; diffusers is the oracle.
 """
 
-import copy
 import logging
 
 import pytest
 import torch
 
 from comfy_in_process import comfyui, native_module
+from diffusers_lora import fused_prior_pipeline, save_prior_lora, te_modules
 from test_native_lora import RANK, STRENGTH, layer_operations, patched_output
 
 FOLDERS = {"prior": "wuerstchen-prior", "decoder": "wuerstchen"}
@@ -19,7 +19,6 @@ PROMPTS = ["a horse", "the horse rs ho", ""]
 # (No punctuation: the tiny vocabulary has none, so it would become the unknown token, which is the end token.)
 WEIGHTED = {"a (horse:1.3) the": "a horse the", "((the)) horse": "the horse", "(the horse:0.6) rs": "the horse rs"}
 LONG = "the horse " * 45 + "zebra"
-TEXT_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
 TOLERANCE = 1e-5
 
 
@@ -223,11 +222,6 @@ def test_an_encoder_comfyui_cannot_run_is_refused_in_one_line(env, change, probl
 
 # --- LoRA ----------------------------------------------------------------------------------------------------------
 
-def te_modules(text_encoder) -> list[str]:
-    layers = text_encoder.config.num_hidden_layers
-    return [f"encoder.layers.{layer}.{name}" for layer in range(layers) for name in TEXT_LAYERS]
-
-
 def te_lora_names(form: str, module: str) -> tuple[str, str, str | None]:
     """(down, up, alpha) key of one text-encoder module in a LoRA naming family."""
     kohya = f"text_model_{module.replace('.', '_')}"
@@ -245,7 +239,6 @@ def te_lora_names(form: str, module: str) -> tuple[str, str, str | None]:
 def lora_env(env):
     """A prior MODEL + the prior CLIP, a LoRA for both saved by diffusers' own save_lora_weights, and what diffusers
     gives after load_lora_weights + fuse_lora(components=["prior", "text_encoder"])."""
-    from diffusers import DDPMWuerstchenScheduler, WuerstchenPriorPipeline
     from safetensors.torch import load_file
 
     from core import StageCPrior
@@ -258,25 +251,8 @@ def lora_env(env):
     model = native_module(pack, "loading").wrap_network("prior", network.eval(), cpu, cpu, torch.float32, torch.float32)
     tokenizer, text_encoder = reference_parts(root / FOLDERS["prior"])
     generator = torch.Generator().manual_seed(7)
-    prior_layers, te_layers = {}, {}
-    for name, weight in reference_prior.state_dict().items():
-        if ".attention.to_" in name and name.endswith(".weight"):
-            module = name[:-len(".weight")]
-            prior_layers[f"{module}.lora_A.weight"] = torch.randn(RANK, weight.shape[1], generator=generator)
-            prior_layers[f"{module}.lora_B.weight"] = torch.randn(weight.shape[0], RANK, generator=generator) * 0.05
-    weights = text_encoder.state_dict()
-    for module in te_modules(text_encoder):
-        rows, columns = weights[f"{module}.weight"].shape
-        te_layers[f"{module}.lora_A.weight"] = torch.randn(RANK, columns, generator=generator)
-        te_layers[f"{module}.lora_B.weight"] = torch.randn(rows, RANK, generator=generator) * 0.3
-    (root / "loras").mkdir()
-    WuerstchenPriorPipeline.save_lora_weights(root / "loras", unet_lora_layers=prior_layers,
-                                              text_encoder_lora_layers=te_layers)
-    saved = root / "loras" / "pytorch_lora_weights.safetensors"
-    pipe = WuerstchenPriorPipeline(tokenizer=tokenizer, text_encoder=copy.deepcopy(text_encoder),
-                                   prior=copy.deepcopy(reference_prior), scheduler=DDPMWuerstchenScheduler())
-    pipe.load_lora_weights(str(saved))
-    pipe.fuse_lora(components=["prior", "text_encoder"], lora_scale=STRENGTH)
+    saved = save_prior_lora(root / "loras", reference_prior, text_encoder, generator, RANK)
+    pipe = fused_prior_pipeline(tokenizer, text_encoder, reference_prior, saved, STRENGTH)
     inputs = (torch.randn(2, 16, 4, 6, generator=generator), torch.tensor([0.7, 0.3]),
               torch.randn(2, 77, TINY_PRIOR["c_cond"], generator=generator))
     with torch.no_grad():
