@@ -20,9 +20,11 @@ from .scheduler import (ALPHA_CUMPROD_RANGE, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuer
                         noise_ratio_for_alpha_cumprod, stage_c_timesteps, timestep_grid)
 from .speed import compile_denoisers, graphed_step
 from .stages import (DTYPE_NAMES, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_DIM_SCALE, LATENT_MEAN,
-                     LATENT_STD, RESOLUTION_MULTIPLE, SUPPORTED_DTYPES, TEXT_ENCODER_WIDTHS, decoder_memory_bytes,
-                     prior_memory_bytes, network_parts, stage_b_size, stage_c_size, step_memory_bytes,
-                     text_encoder_stage, vq_decode_memory_bytes)
+                     LATENT_STD, RESOLUTION_MULTIPLE, SCHEDULES, STAGES, SUPPORTED_DTYPES, TEXT_ENCODER_WIDTHS, Stage,
+                     decoder_memory_bytes, from_prior_space, image_size_for_stage_c, off_multiple,
+                     prior_memory_bytes, network_parts, schedule_timesteps, stage_b_size, stage_c_size,
+                     stage_c_size_for_stage_b, step_memory_bytes, text_encoder_hint, text_encoder_stage,
+                     to_prior_space, vq_decode_memory_bytes, vq_encode_memory_bytes)
 from .text_encoder import MAX_LENGTH, TextEncoder, load_text_encoder
 from .validation import (NonFiniteOutputError, check_conditioning, check_finite, check_finite_inputs,
                          check_image_size, check_prompt_emphasis, check_prompt_text)

@@ -11,7 +11,8 @@ import torch
 from .models import VQ_SCALE_FACTOR
 from .scheduler import DDPMWuerstchenScheduler, timestep_grid
 from .speed import graphed_step
-from .stages import LATENT_MEAN, LATENT_STD, stage_b_size, stage_c_size
+from .stages import (from_prior_space, off_multiple, stage_b_size, stage_c_size, text_encoder_hint,
+                     to_prior_space)
 from .validation import (check_cfg, check_conditioning, check_finite, check_finite_inputs, check_image_size,
                          check_latent, check_latent_channels, check_positive_int, check_denoise)
 
@@ -163,7 +164,7 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
     if steps is None and timesteps is None:
         steps = 60
     grid = timestep_grid(steps, timesteps, denoise, device=device)
-    hint = "the prior's text encoder, CLIP-bigG, for the released model"
+    hint = text_encoder_hint("prior")
     check_conditioning("prior positive conditioning", positive, prior.c_cond, hint)
     size = stage_c_size(height, width)
     batch = positive.shape[0] * batch_size
@@ -177,7 +178,7 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
         init_latent = _repeat_for_batch("prior init latent", init_latent, batch, "latents")
         if denoise == 0.0:
             return init_latent.clone()
-        init_latent = (init_latent + LATENT_STD) / LATENT_MEAN
+        init_latent = to_prior_space(init_latent)
     else:
         _check_needs_init(denoise)
 
@@ -185,7 +186,7 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     step = _maybe_graphed(lambda x, r: prior(x, r, conditioning), cuda_graph, device)
     latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
-    return check_finite("Stage C (prior)", latents * LATENT_MEAN - LATENT_STD, prior)
+    return check_finite("Stage C (prior)", from_prior_space(latents), prior)
 
 
 @torch.no_grad()
@@ -208,12 +209,12 @@ def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
         raise ValueError(f"the decoder's prior latent must be a Stage C latent of shape "
                          f"(batch, {decoder.effnet_embd}, h, w), got {shape}")
     grid = timestep_grid(steps if timesteps is None else None, timesteps, denoise, device=device)
-    hint = "the decoder's text encoder, CLIP-ViT-H, for the released model"
+    hint = text_encoder_hint("decoder")
     check_conditioning("decoder positive conditioning", positive, decoder.clip_embd, hint)
     batch = prior_latent.shape[0]
     size = stage_b_size(prior_latent.shape[-2:])
     multiple = decoder.latent_multiple
-    if size[0] % multiple or size[1] % multiple:
+    if off_multiple(size, multiple):
         raise ValueError(f"a Stage C latent of {tuple(prior_latent.shape[-2:])} gives a Stage B latent of {size}, "
                          f"which the decoder cannot take (sides must be multiples of {multiple}); "
                          f"generate the prior at a multiple of 128 pixels")

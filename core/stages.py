@@ -5,6 +5,7 @@ Stage C size); Stage A maps Stage B latents 4× up to pixels.
 """
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,21 +19,44 @@ IMAGE_SIZE_STEP, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 128, 256, 4096
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
-TEXT_ENCODER_WIDTHS = {"prior": 1280, "decoder": 1024}
+# The noise schedules the samplers offer: "reference" is the Stage C schedule stretched to the steps, "linear" even
+# steps (the decoder's, and the prior's with num_inference_steps).
+SCHEDULES = ("reference", "linear")
 
-# Compute dtypes each stage may run in, best first when memory is short. Not fp16 for the prior: Stable Cascade's
-# stage C gives NaNs in fp16, and this prior divides by |1 - b|.
+
+@dataclass(frozen=True)
+class Stage:
+    """What the code knows about one stage of the pipeline; ``STAGES`` holds the three."""
+
+    name: str                # "prior", "decoder" or "vqgan", as the loaders and errors name it
+    title: str               # as the samplers name it in errors
+    latent_channels: int     # channels of what the stage makes: Stage C 16, Stage B 4, pixels 3
+    # Compute dtypes the stage may run in, best first when memory is short.
+    dtypes: tuple[torch.dtype, ...]
+    text_encoder: str | None = None  # the released text encoder's name and width
+    text_width: int | None = None
+    schedule: str | None = None      # the schedule its sampler runs by default
+    # Rough activation bytes of one denoiser step per latent pixel and model row (fp16/bf16), for ComfyUI's memory
+    # planning.
+    step_bytes_per_latent_pixel: int = 0
+
+
+# Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16, and this prior divides by |1 - b|.
+PRIOR = Stage("prior", "Stage C (prior)", 16, (torch.bfloat16, torch.float32), "CLIP-bigG", 1280, "reference", 100_000)
+DECODER = Stage("decoder", "Stage B (decoder)", 4, (torch.bfloat16, torch.float16, torch.float32), "CLIP-ViT-H", 1024,
+                "linear", 6_000)
+VQGAN = Stage("vqgan", "Stage A (VQGAN)", 3, (torch.bfloat16, torch.float32))
+STAGES = {stage.name: stage for stage in (PRIOR, DECODER, VQGAN)}
+
+# The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
+TEXT_ENCODER_WIDTHS = {stage.name: stage.text_width for stage in STAGES.values() if stage.text_width}
+
 SUPPORTED_DTYPES = {
-    "prior": (torch.bfloat16, torch.float32),
-    "decoder": (torch.bfloat16, torch.float16, torch.float32),
-    "vqgan": (torch.bfloat16, torch.float32),
+    **{stage.name: stage.dtypes for stage in STAGES.values()},
     "text_encoder": (torch.float16, torch.bfloat16, torch.float32),  # transformers' CLIP computes in its storage dtype
 }
 
-# Rough activation bytes of one denoiser step per latent pixel and model row (fp16/bf16), for ComfyUI's memory
-# planning; guidance runs two rows per image.
-_STEP_BYTES_PER_LATENT_PIXEL_AND_ROW = {"prior": 100_000, "decoder": 6_000}
+# Guidance runs two rows per image.
 _GUIDANCE_ROWS = 2
 _VQ_DECODE_BYTES_PER_LATENT_PIXEL = 4 * 768 * 3 * 4  # largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32
 
@@ -44,6 +68,44 @@ def stage_b_size(stage_c_hw: Sequence[int]) -> tuple[int, int]:
     return int(stage_c_hw[0] * LATENT_DIM_SCALE), int(stage_c_hw[1] * LATENT_DIM_SCALE)
 
 
+def stage_c_size_for_stage_b(stage_b_hw: Sequence[int]) -> tuple[int, int]:
+    """The Stage C size whose Stage B size is nearest ``stage_b_hw`` (at least 1), the inverse of ``stage_b_size``."""
+    return tuple(max(1, round(side / LATENT_DIM_SCALE)) for side in stage_b_hw)
+
+
+def image_size_for_stage_c(stage_c_hw: Sequence[int]) -> tuple[int, int]:
+    """The image height and width in pixels a Stage C latent stands for: 3 latent pixels per 128 image pixels."""
+    return tuple(round(side * RESOLUTION_MULTIPLE) for side in stage_c_hw)
+
+
+def off_multiple(sides: Sequence[int], multiple: int) -> bool:
+    """Whether a side in ``sides`` is not a multiple of ``multiple`` (the decoder's Stage B latent rule)."""
+    return any(side % multiple for side in sides)
+
+
+def to_prior_space(effnet: torch.Tensor) -> torch.Tensor:
+    """An effnet-space Stage C latent (what the decoder takes) in the space the prior samples: (effnet + 1) / 42."""
+    return (effnet + LATENT_STD) / LATENT_MEAN
+
+
+def from_prior_space(latent: torch.Tensor) -> torch.Tensor:
+    """The prior's sampling space back to effnet space: ×42 − 1, as the reference pipeline ends."""
+    return latent * LATENT_MEAN - LATENT_STD
+
+
+def schedule_timesteps(schedule: str, steps: int) -> dict:
+    """The ``timestep_grid`` arguments of ``schedule`` (one of ``SCHEDULES``) at ``steps``."""
+    from .scheduler import stage_c_timesteps  # the scheduler module builds on these facts, not the reverse
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    return dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
+
+
+def text_encoder_hint(stage: str) -> str:
+    """Which text encoder ``stage`` ("prior" or "decoder") takes, for error lines."""
+    return f"the {stage}'s text encoder, {STAGES[stage].text_encoder}, for the released model"
+
+
 def text_encoder_stage(width: int) -> str | None:
     """The stage ("prior" or "decoder") whose released text encoder is ``width`` wide; None for any other width."""
     return next((stage for stage, released in TEXT_ENCODER_WIDTHS.items() if released == width), None)
@@ -51,7 +113,7 @@ def text_encoder_stage(width: int) -> str | None:
 
 def step_memory_bytes(stage: str, rows: int, latent_hw: Sequence[int]) -> int:
     """Activation memory of one ``stage`` ("prior" or "decoder") step on ``rows`` latents of size ``latent_hw``."""
-    return rows * math.prod(latent_hw) * _STEP_BYTES_PER_LATENT_PIXEL_AND_ROW[stage]
+    return rows * math.prod(latent_hw) * STAGES[stage].step_bytes_per_latent_pixel
 
 
 def prior_memory_bytes(images: int, width: int, height: int) -> int:
@@ -68,6 +130,12 @@ def decoder_memory_bytes(images: int, stage_c_hw: Sequence[int]) -> int:
 def vq_decode_memory_bytes(stage_b_hw: Sequence[int]) -> int:
     """Activation memory of decoding one Stage B latent of size ``stage_b_hw`` to pixels."""
     return math.prod(stage_b_hw) * _VQ_DECODE_BYTES_PER_LATENT_PIXEL
+
+
+def vq_encode_memory_bytes(pixel_hw: Sequence[int], downscale: int) -> int:
+    """Activation memory of encoding one image of ``pixel_hw`` pixels to a Stage B latent (``downscale`` × smaller),
+    estimated as the decode of that latent."""
+    return vq_decode_memory_bytes([side // downscale for side in pixel_hw])
 
 
 PRIOR_LEVELS, BLOCKS_PER_PRIOR_LEVEL = 32, 3  # the released depth; a ResBlock, a TimestepBlock, an AttnBlock each

@@ -2,7 +2,7 @@
 and image sizes checked in pixels, naming the input, so a mismatch reads as the user set it up, not in latent units."""
 import torch
 
-from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, RESOLUTION_MULTIPLE, stage_b_size,
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, image_size_for_stage_c, stage_b_size,
                    stage_c_size, to_rgb)
 
 VQ_PIXELS_PER_LATENT = 4  # Stage B latent pixel → image pixels
@@ -26,7 +26,7 @@ def size_options(keep_allowed: bool = False) -> dict:
 
 def stage_c_pixels(latent_hw) -> str:
     """The image size a Stage C latent stands for: 3 latent pixels per 128 image pixels."""
-    sides = [round(side * RESOLUTION_MULTIPLE) for side in latent_hw]
+    sides = image_size_for_stage_c(latent_hw)
     return f"{sides[1]}×{sides[0]} px"
 
 

@@ -9,7 +9,7 @@ import posixpath
 
 import torch
 
-from ..core import WEIGHT_SUFFIXES, stage_b_size, stage_c_size
+from ..core import SCHEDULES, STAGES, WEIGHT_SUFFIXES, stage_b_size, stage_c_size
 from . import native
 from .clip_nodes import load_clip
 from .comfy_bridge import check_fits, intermediate_device, list_models, resolve_model
@@ -250,7 +250,7 @@ class WuerstchenSigmas:
         return {"required": {
             "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
                               "tooltip": "29 (reference) for the prior, 12 (linear) for the decoder."}),
-            "schedule": (["reference", "linear"], {"default": "reference", "tooltip": "reference: 2/3 of the steps "
+            "schedule": (list(SCHEDULES), {"default": STAGES["prior"].schedule, "tooltip": "reference: 2/3 of the steps "
                                                    "in the noisiest third; linear: evenly spaced ratios."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "Below 1 the schedule starts from a partly noised latent."}),

@@ -2,8 +2,8 @@
 
 import torch
 
-from ..core import (compile_denoisers, decoder_memory_bytes, prior_memory_bytes, sample_decoder, sample_prior,
-                    seed_generators, stage_c_timesteps)
+from ..core import (SCHEDULES, STAGES, compile_denoisers, decoder_memory_bytes, prior_memory_bytes, sample_decoder,
+                    sample_prior, schedule_timesteps, seed_generators)
 from . import native
 from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text, step_callback
 from .images import check_decoder_start_size, check_prior_start_size, size_options
@@ -19,7 +19,7 @@ PER_IMAGE_SEEDS = ("BOOLEAN", {"default": False, "tooltip": (
     "every image. on: each image gets its own seed, shown on the node after a run: image 0 keeps seed, the others "
     "get seeds mixed from seed and their index, which never meet seed + 1, seed + 2, … (other workers' seeds with "
     "ComfyUI-Distributed); a batch-1 run at an image's seed re-makes it alone.")})
-PRIOR_SCHEDULES = ["reference", "linear"]
+PRIOR_SCHEDULES = list(SCHEDULES)
 COMPILE = ("BOOLEAN", {"default": False, "tooltip": "torch.compile the model's blocks: faster steps after a warm-up "
                                                      "on first use (needs Triton on GPUs, a C++ compiler on CPUs)."})
 
@@ -68,7 +68,7 @@ class WuerstchenPriorSampler:
                 "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
                                   "tooltip": "Number of prior steps (29 with the reference schedule = diffusers' "
                                              "DEFAULT_STAGE_C_TIMESTEPS)."}),
-                "schedule": (PRIOR_SCHEDULES, {"default": "reference",
+                "schedule": (PRIOR_SCHEDULES, {"default": STAGES["prior"].schedule,
                                                "tooltip": "reference: 2/3 of the steps in the noisiest third, as "
                                                           "the model authors recommend; linear: evenly spaced "
                                                           "(diffusers' default with steps)."}),
@@ -102,7 +102,7 @@ class WuerstchenPriorSampler:
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         if init is not None:
             check_prior_start_size(init, width, height, "latent")
-        schedule_args = dict(timesteps=stage_c_timesteps(steps)) if schedule == "reference" else dict(steps=steps)
+        schedule_args = schedule_timesteps(schedule, steps)
         images = cond.shape[0] * batch_size
         model, dtype, device = _resident(prior, "prior", prior_memory_bytes(images, width, height))
         if compile:

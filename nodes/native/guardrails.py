@@ -11,19 +11,17 @@ text and Stage C latent both are, the conditioning; otherwise the one input that
 
 import torch
 
-from ...core import (IMAGE_SIZE_MAX, LATENT_DIM_SCALE, check_conditioning, stage_b_size, stage_c_size,
-                     text_encoder_stage)
+from ...core import (IMAGE_SIZE_MAX, LATENT_DIM_SCALE, STAGES, check_conditioning, off_multiple, stage_b_size,
+                     stage_c_size, text_encoder_hint, text_encoder_stage)
 from ..images import VQ_PIXELS_PER_LATENT, image_pixels, stage_c_pixels
 from ..wiring import STAGE_NAMES
-from .latent_formats import WuerstchenStageB, WuerstchenStageC
 
 OTHER = {"prior": "decoder", "decoder": "prior"}
 LATENT_STAGE = {"prior": "C", "decoder": "B"}
-CHANNELS = {"prior": WuerstchenStageC.latent_channels, "decoder": WuerstchenStageB.latent_channels}
+CHANNELS = {stage: STAGES[stage].latent_channels for stage in ("prior", "decoder")}
 START = {"prior": "start from Würstchen Empty Latent's stage_c output",
          "decoder": "start from Würstchen Empty Latent's stage_b output"}
 STAGE_C_GOES = {"prior": "", "decoder": " (a Stage C latent goes to StableCascade_StageB_Conditioning's stage_c)"}
-ENCODERS = {"prior": "CLIP-bigG", "decoder": "CLIP-ViT-H"}
 STAGE_C_INPUT = "stable_cascade_prior"  # where StableCascade_StageB_Conditioning puts its stage_c
 ADD_STAGE_C = ("add StableCascade_StageB_Conditioning between the decoder's text encode and the sampler, its stage_c "
                "from the prior's sampler")
@@ -87,7 +85,7 @@ def check_latent(model, latent: torch.Tensor, latent_image: torch.Tensor | None)
                          f"image, beyond the {IMAGE_SIZE_MAX} px Würstchen v2 makes (a latent sized in pixels / 8, "
                          f"of another model family?); {START[stage]}")
     multiple = getattr(model.diffusion_model, "latent_multiple", 1)
-    if stage == "decoder" and (sides[0] % multiple or sides[1] % multiple):
+    if stage == "decoder" and off_multiple(sides, multiple):
         raise ValueError(f"latent_image: the Würstchen decoder needs Stage B latent sides that are multiples of "
                          f"{multiple}, got {sides}; use the stage_b output of Würstchen Empty Latent")
 
@@ -132,7 +130,7 @@ def check_text(model, name: str, text: torch.Tensor | None) -> None:
         raise ValueError(f"{name}: the Würstchen {stage} needs text states (prompts, tokens, {width}), got {found}; "
                          f"encode the prompt with the {stage}'s text encoder")
     whose = f"; {text.shape[-1]} is the {OTHER[stage]}'s" if text_encoder_stage(text.shape[-1]) == OTHER[stage] else ""
-    hint = f"the {stage}'s text encoder, {ENCODERS[stage]}, for the released model{whose}"
+    hint = text_encoder_hint(stage) + whose
     check_conditioning(name, text, width, hint)
 
 

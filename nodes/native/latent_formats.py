@@ -3,7 +3,7 @@
 import comfy.latent_formats
 import torch
 
-from ...core import LATENT_MEAN, LATENT_STD
+from ...core import LATENT_MEAN, LATENT_STD, STAGES, from_prior_space, to_prior_space
 
 
 def _channel_projection(channels: int, scale: float = 1.0) -> list[list[float]]:
@@ -19,25 +19,25 @@ class WuerstchenStageC(comfy.latent_formats.LatentFormat):
     """Stage C: the LATENT holds image embeddings in effnet space (what the decoder takes); the prior samples in
     (effnet + 1) / 42 space, as the reference pipeline does before it multiplies by 42 and subtracts 1."""
 
-    latent_channels = 16
+    latent_channels = STAGES["prior"].latent_channels
 
     def __init__(self):
         self.scale_factor = 1.0 / LATENT_MEAN
         # Previews see the model-space x0; these factors undo the /42 so the projection works on effnet values.
         self.latent_rgb_factors = _channel_projection(self.latent_channels, LATENT_MEAN)
-        self.latent_rgb_factors_bias = [-LATENT_STD * sum(row[c] for row in _channel_projection(16)) for c in range(3)]
+        self.latent_rgb_factors_bias = [-LATENT_STD * sum(row[c] for row in _channel_projection(self.latent_channels)) for c in range(3)]
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
-        return (latent + LATENT_STD) / LATENT_MEAN
+        return to_prior_space(latent)
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent * LATENT_MEAN - LATENT_STD
+        return from_prior_space(latent)
 
 
 class WuerstchenStageB(comfy.latent_formats.LatentFormat):
     """Stage B: raw VQ latents, the decoder's own space (Stage A multiplies by its scale factor when decoding)."""
 
-    latent_channels = 4
+    latent_channels = STAGES["decoder"].latent_channels
 
     def __init__(self):
         self.scale_factor = 1.0

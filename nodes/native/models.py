@@ -9,7 +9,7 @@ import comfy.model_base
 import comfy.model_management
 import torch
 
-from ...core import LATENT_DIM_SCALE, step_memory_bytes
+from ...core import STAGES, stage_c_size_for_stage_b, step_memory_bytes
 from ...core import check_finite, check_finite_inputs
 from . import guardrails
 from .comfy_compat import sampling_run
@@ -115,7 +115,7 @@ class _WuerstchenModel(comfy.model_base.BaseModel):
 
 
 class WuerstchenPriorModel(_WuerstchenModel):
-    STAGE, STAGE_NAME = "prior", "Stage C (prior)"
+    STAGE, STAGE_NAME = "prior", STAGES["prior"].title
 
     @property
     def text_width(self) -> int:
@@ -126,7 +126,7 @@ class WuerstchenPriorModel(_WuerstchenModel):
 
 
 class WuerstchenDecoderModel(_WuerstchenModel):
-    STAGE, STAGE_NAME = "decoder", "Stage B (decoder)"
+    STAGE, STAGE_NAME = "decoder", STAGES["decoder"].title
 
     @property
     def text_width(self) -> int:
@@ -139,7 +139,7 @@ class WuerstchenDecoderModel(_WuerstchenModel):
         # ComfyUI's Stable Cascade; its size matches the positive's, so both branches still run as one batch.
         effnet = kwargs.get(guardrails.STAGE_C_INPUT, None)
         if effnet is None:
-            size = [max(1, round(side / LATENT_DIM_SCALE)) for side in noise.shape[-2:]]
+            size = stage_c_size_for_stage_b(noise.shape[-2:])
             effnet = torch.zeros((1, self.diffusion_model.effnet_embd, *size), dtype=noise.dtype, device=noise.device)
         out["effnet"] = comfy.conds.CONDRegular(effnet)
         return out

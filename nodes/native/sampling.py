@@ -10,20 +10,14 @@ import comfy.samplers
 import torch
 from tqdm.auto import trange
 
-from ...core import DDPMWuerstchenScheduler, stage_c_timesteps, timestep_grid
+from ...core import SCHEDULES, DDPMWuerstchenScheduler, schedule_timesteps, timestep_grid
 from .comfy_compat import sampler_model_sampling
 from .model_sampling import sigma_for_ratio
-
-SCHEDULES = ["reference", "linear"]
 
 
 def ratio_grid(steps: int, schedule: str, denoise: float = 1.0) -> torch.Tensor:
     """The fp32 noise ratios a run walks: the reference's Stage C schedule stretched to ``steps``, or linear."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if schedule == "reference":
-        return timestep_grid(timesteps=stage_c_timesteps(steps), denoise=denoise)
-    return timestep_grid(steps=steps, denoise=denoise)
+    return timestep_grid(**schedule_timesteps(schedule, steps), denoise=denoise)
 
 
 def reference_sigmas(steps: int, schedule: str, denoise: float = 1.0) -> torch.Tensor:

@@ -10,7 +10,7 @@ import comfy.model_patcher
 import comfy.sd
 import torch
 
-from ...core import VQ_SCALE_FACTOR, load_vqgan, vq_decode_memory_bytes
+from ...core import SUPPORTED_DTYPES, VQ_SCALE_FACTOR, load_vqgan, vq_decode_memory_bytes, vq_encode_memory_bytes
 from ...core import check_finite, check_finite_inputs
 from ..comfy_bridge import placement
 from . import guardrails
@@ -46,9 +46,8 @@ class WuerstchenVAE(comfy.sd.VAE):
         self.process_input = lambda image: image
         self.process_output = lambda image: image.clamp(0.0, 1.0)
         self.memory_used_decode = lambda shape, dtype: vq_decode_memory_bytes(shape[-2:])
-        self.memory_used_encode = lambda shape, dtype: vq_decode_memory_bytes(
-            [side // self.downscale_ratio for side in shape[-2:]])
-        self.working_dtypes = [torch.bfloat16, torch.float32]
+        self.memory_used_encode = lambda shape, dtype: vq_encode_memory_bytes(shape[-2:], self.downscale_ratio)
+        self.working_dtypes = list(SUPPORTED_DTYPES["vqgan"])
         self.device, self.vae_dtype = load_device, dtype
         self.output_device = comfy.model_management.intermediate_device()
         self.patcher = comfy.model_patcher.ModelPatcher(self.first_stage_model, load_device=load_device,
