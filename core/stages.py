@@ -39,13 +39,24 @@ class Stage:
     # Rough activation bytes of one denoiser step per latent pixel and model row (fp16/bf16), for ComfyUI's memory
     # planning.
     step_bytes_per_latent_pixel: int = 0
+    # The names LoRAs of the stage's network are saved under: diffusers / peft key prefixes (older diffusers wrote
+    # unet.), OneTrainer / kohya's prefix, and those of its text encoder (peft, then kohya; OneTrainer's prior LoRAs
+    # name the encoder lora_prior_te_).
+    lora_prefixes: tuple[str, ...] = ()
+    kohya_lora_prefix: str | None = None
+    text_encoder_lora_prefixes: tuple[str, ...] = ()
 
 
 # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16, and this prior divides by |1 - b|.
-PRIOR = Stage("prior", "Stage C (prior)", 16, (torch.bfloat16, torch.float32), "CLIP-bigG", 1280, "reference", 100_000)
-DECODER = Stage("decoder", "Stage B (decoder)", 4, (torch.bfloat16, torch.float16, torch.float32), "CLIP-ViT-H", 1024,
-                "linear", 6_000)
-VQGAN = Stage("vqgan", "Stage A (VQGAN)", 3, (torch.bfloat16, torch.float32))
+PRIOR = Stage("prior", "Stage C (prior)", latent_channels=16, dtypes=(torch.bfloat16, torch.float32),
+              text_encoder="CLIP-bigG", text_width=1280, schedule="reference", step_bytes_per_latent_pixel=100_000,
+              lora_prefixes=("prior.", "unet."), kohya_lora_prefix="lora_prior_unet_",
+              text_encoder_lora_prefixes=("text_encoder.", "lora_te_", "lora_prior_te_"))
+DECODER = Stage("decoder", "Stage B (decoder)", latent_channels=4,
+                dtypes=(torch.bfloat16, torch.float16, torch.float32), text_encoder="CLIP-ViT-H", text_width=1024,
+                schedule="linear", step_bytes_per_latent_pixel=6_000, lora_prefixes=("decoder.", "unet."),
+                kohya_lora_prefix="lora_decoder_unet_", text_encoder_lora_prefixes=("text_encoder.", "lora_te_"))
+VQGAN = Stage("vqgan", "Stage A (VQGAN)", latent_channels=3, dtypes=(torch.bfloat16, torch.float32))
 STAGES = {stage.name: stage for stage in (PRIOR, DECODER, VQGAN)}
 
 # The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
@@ -59,6 +70,7 @@ SUPPORTED_DTYPES = {
 # Guidance runs two rows per image.
 _GUIDANCE_ROWS = 2
 _VQ_DECODE_BYTES_PER_LATENT_PIXEL = 4 * 768 * 3 * 4  # largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32
+
 
 def stage_c_size(height: int, width: int) -> tuple[int, int]:
     return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)

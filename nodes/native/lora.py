@@ -15,13 +15,13 @@ the parts in any copy of the map: how many weights of each a LoRA patched, or an
 
 import logging
 
+from ...core import STAGES
 from .models import _WuerstchenModel
 
-PEFT_PREFIXES = {"prior": ("prior.", "unet."), "decoder": ("decoder.", "unet.")}
-KOHYA_PREFIXES = {"prior": "lora_prior_unet_", "decoder": "lora_decoder_unet_"}
-# The text encoders' (clip.add_lora_keys): peft, then kohya; OneTrainer's prior LoRAs name the encoder lora_prior_te_.
-TEXT_ENCODER_PREFIXES = {"prior": ("text_encoder.", "lora_te_", "lora_prior_te_"),
-                         "decoder": ("text_encoder.", "lora_te_")}
+_DENOISERS = (STAGES["prior"], STAGES["decoder"])
+PEFT_PREFIXES = {stage.name: stage.lora_prefixes for stage in _DENOISERS}
+KOHYA_PREFIXES = {stage.name: stage.kohya_lora_prefix for stage in _DENOISERS}
+TEXT_ENCODER_PREFIXES = {stage.name: stage.text_encoder_lora_prefixes for stage in _DENOISERS}  # clip.add_lora_keys
 MODEL_PREFIX = "diffusion_model."
 MARKER = "wuerstchen_v2 lora part: "  # + the part's name; its value is a weight of that part
 
