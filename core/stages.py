@@ -29,6 +29,7 @@ class Stage:
     """What the code knows about one stage of the pipeline; ``STAGES`` holds the three."""
 
     name: str                # "prior", "decoder" or "vqgan", as the loaders and errors name it
+    letter: str              # C, B or A: the prior makes the Stage C latent, the decoder the Stage B latent
     title: str               # as the samplers name it in errors
     latent_channels: int     # channels of what the stage makes: Stage C 16, Stage B 4, pixels 3
     # Compute dtypes the stage may run in, best first when memory is short.
@@ -45,18 +46,20 @@ class Stage:
     lora_prefixes: tuple[str, ...] = ()
     kohya_lora_prefix: str | None = None
     text_encoder_lora_prefixes: tuple[str, ...] = ()
+    pixels_per_latent: int | None = None  # Stage A: image pixels per Stage B latent pixel, along each side
 
 
 # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16, and this prior divides by |1 - b|.
-PRIOR = Stage("prior", "Stage C (prior)", latent_channels=16, dtypes=(torch.bfloat16, torch.float32),
+PRIOR = Stage("prior", "C", "Stage C (prior)", latent_channels=16, dtypes=(torch.bfloat16, torch.float32),
               text_encoder="CLIP-bigG", text_width=1280, schedule="reference", step_bytes_per_latent_pixel=100_000,
               lora_prefixes=("prior.", "unet."), kohya_lora_prefix="lora_prior_unet_",
               text_encoder_lora_prefixes=("text_encoder.", "lora_te_", "lora_prior_te_"))
-DECODER = Stage("decoder", "Stage B (decoder)", latent_channels=4,
+DECODER = Stage("decoder", "B", "Stage B (decoder)", latent_channels=4,
                 dtypes=(torch.bfloat16, torch.float16, torch.float32), text_encoder="CLIP-ViT-H", text_width=1024,
                 schedule="linear", step_bytes_per_latent_pixel=6_000, lora_prefixes=("decoder.", "unet."),
                 kohya_lora_prefix="lora_decoder_unet_", text_encoder_lora_prefixes=("text_encoder.", "lora_te_"))
-VQGAN = Stage("vqgan", "Stage A (VQGAN)", latent_channels=3, dtypes=(torch.bfloat16, torch.float32))
+VQGAN = Stage("vqgan", "A", "Stage A (VQGAN)", latent_channels=3, dtypes=(torch.bfloat16, torch.float32),
+              pixels_per_latent=4)
 STAGES = {stage.name: stage for stage in (PRIOR, DECODER, VQGAN)}
 
 # The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.

@@ -2,10 +2,10 @@
 and image sizes checked in pixels, naming the input, so a mismatch reads as the user set it up, not in latent units."""
 import torch
 
-from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, image_size_for_stage_c, stage_b_size,
+from ..core import (IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, STAGES, image_size_for_stage_c, stage_b_size,
                    stage_c_size, to_rgb)
 
-VQ_PIXELS_PER_LATENT = 4  # Stage B latent pixel → image pixels
+VQ_PIXELS_PER_LATENT = STAGES["vqgan"].pixels_per_latent  # Stage B latent pixel → image pixels
 
 
 def image_pixels(image, input_name: str) -> torch.Tensor:

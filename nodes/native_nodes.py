@@ -227,8 +227,9 @@ class WuerstchenEmptyLatent:
 
     def make(self, width: int, height: int, batch_size: int):
         check_inputs(self.INPUT_TYPES(), width=width, height=height, batch_size=batch_size)
-        shapes = {"C": (batch_size, 16, *stage_c_size(height, width))}
-        shapes["B"] = (batch_size, 4, *stage_b_size(shapes["C"][2:]))
+        channels = {stage.letter: stage.latent_channels for stage in STAGES.values()}
+        shapes = {"C": (batch_size, channels["C"], *stage_c_size(height, width))}
+        shapes["B"] = (batch_size, channels["B"], *stage_b_size(shapes["C"][2:]))
         device = intermediate_device()
         check_fits(f"{batch_size} latents of {width}×{height} px", sum(map(math.prod, shapes.values())) * 4, device,
                    "use a smaller batch_size or size")

@@ -17,8 +17,8 @@ from ..images import VQ_PIXELS_PER_LATENT, image_pixels, stage_c_pixels
 from ..wiring import STAGE_NAMES
 
 OTHER = {"prior": "decoder", "decoder": "prior"}
-LATENT_STAGE = {"prior": "C", "decoder": "B"}
-CHANNELS = {stage: STAGES[stage].latent_channels for stage in ("prior", "decoder")}
+LATENT_STAGE = {stage: STAGES[stage].letter for stage in OTHER}
+CHANNELS = {stage: STAGES[stage].latent_channels for stage in OTHER}
 START = {"prior": "start from Würstchen Empty Latent's stage_c output",
          "decoder": "start from Würstchen Empty Latent's stage_b output"}
 STAGE_C_GOES = {"prior": "", "decoder": " (a Stage C latent goes to StableCascade_StageB_Conditioning's stage_c)"}
