@@ -167,7 +167,8 @@ class WuerstchenDecoderSampler:
         if compile:
             compile_denoisers(model)
         latents = sample_decoder(
-            model, embeddings, cond, uncond, steps=steps, cfg=cfg,
+            model, embeddings, cond, uncond, cfg=cfg,
             generator=_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
-            callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device)
+            callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
+            **schedule_timesteps(STAGES["decoder"].schedule, steps))
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)
