@@ -37,8 +37,8 @@ class Stage:
     text_encoder: str | None = None  # the released text encoder's name and width
     text_width: int | None = None
     schedule: str | None = None      # the schedule its sampler runs by default
-    # Rough activation bytes of one denoiser step per latent pixel and model row (fp16/bf16), for ComfyUI's memory
-    # planning.
+    # Rough activation bytes of one denoiser step (Stage A: one decode) per latent pixel and model row, for ComfyUI's
+    # memory planning.
     step_bytes_per_latent_pixel: int = 0
     # The names LoRAs of the stage's network are saved under: diffusers / peft key prefixes (older diffusers wrote
     # unet.), OneTrainer / kohya's prefix, and those of its text encoder (peft, then kohya; OneTrainer's prior LoRAs
@@ -58,8 +58,9 @@ DECODER = Stage("decoder", "B", "Stage B (decoder)", latent_channels=4,
                 dtypes=(torch.bfloat16, torch.float16, torch.float32), text_encoder="CLIP-ViT-H", text_width=1024,
                 schedule="linear", step_bytes_per_latent_pixel=6_000, lora_prefixes=("decoder.", "unet."),
                 kohya_lora_prefix="lora_decoder_unet_", text_encoder_lora_prefixes=("text_encoder.", "lora_te_"))
+# Stage A's largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32.
 VQGAN = Stage("vqgan", "A", "Stage A (VQGAN)", latent_channels=3, dtypes=(torch.bfloat16, torch.float32),
-              pixels_per_latent=4)
+              step_bytes_per_latent_pixel=4 * 768 * 3 * 4, pixels_per_latent=4)
 STAGES = {stage.name: stage for stage in (PRIOR, DECODER, VQGAN)}
 
 # The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
@@ -70,9 +71,7 @@ SUPPORTED_DTYPES = {
     "text_encoder": (torch.float16, torch.bfloat16, torch.float32),  # transformers' CLIP computes in its storage dtype
 }
 
-# Guidance runs two rows per image.
-_GUIDANCE_ROWS = 2
-_VQ_DECODE_BYTES_PER_LATENT_PIXEL = 4 * 768 * 3 * 4  # largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32
+_GUIDANCE_ROWS = 2  # guidance runs two rows per image
 
 
 def stage_c_size(height: int, width: int) -> tuple[int, int]:
@@ -127,7 +126,8 @@ def text_encoder_stage(width: int) -> str | None:
 
 
 def step_memory_bytes(stage: str, rows: int, latent_hw: Sequence[int]) -> int:
-    """Activation memory of one ``stage`` ("prior" or "decoder") step on ``rows`` latents of size ``latent_hw``."""
+    """Activation memory of one ``stage`` ("prior" or "decoder"; "vqgan": a decode) step on ``rows`` latents of
+    size ``latent_hw``."""
     return rows * math.prod(latent_hw) * STAGES[stage].step_bytes_per_latent_pixel
 
 
@@ -144,7 +144,7 @@ def decoder_memory_bytes(images: int, stage_c_hw: Sequence[int]) -> int:
 
 def vq_decode_memory_bytes(stage_b_hw: Sequence[int]) -> int:
     """Activation memory of decoding one Stage B latent of size ``stage_b_hw`` to pixels."""
-    return math.prod(stage_b_hw) * _VQ_DECODE_BYTES_PER_LATENT_PIXEL
+    return step_memory_bytes("vqgan", 1, stage_b_hw)
 
 
 def vq_encode_memory_bytes(pixel_hw: Sequence[int], downscale: int) -> int:

@@ -251,8 +251,9 @@ class WuerstchenSigmas:
         return {"required": {
             "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
                               "tooltip": "29 (reference) for the prior, 12 (linear) for the decoder."}),
-            "schedule": (list(SCHEDULES), {"default": STAGES["prior"].schedule, "tooltip": "reference: 2/3 of the steps "
-                                                   "in the noisiest third; linear: evenly spaced ratios."}),
+            "schedule": (list(SCHEDULES), {"default": STAGES["prior"].schedule,
+                                           "tooltip": "reference: 2/3 of the steps in the noisiest third; linear: "
+                                                      "evenly spaced ratios."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "Below 1 the schedule starts from a partly noised latent."}),
         }}

@@ -25,7 +25,8 @@ class WuerstchenStageC(comfy.latent_formats.LatentFormat):
         self.scale_factor = 1.0 / LATENT_MEAN
         # Previews see the model-space x0; these factors undo the /42 so the projection works on effnet values.
         self.latent_rgb_factors = _channel_projection(self.latent_channels, LATENT_MEAN)
-        self.latent_rgb_factors_bias = [-LATENT_STD * sum(row[c] for row in _channel_projection(self.latent_channels)) for c in range(3)]
+        plain = _channel_projection(self.latent_channels)
+        self.latent_rgb_factors_bias = [-LATENT_STD * sum(row[c] for row in plain) for c in range(3)]
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
         return to_prior_space(latent)
