@@ -4,8 +4,8 @@ import contextlib
 
 import torch
 
-from ..core import (DTYPE_NAMES, TEXT_ENCODER_WIDTHS, load_decoder, load_prior, load_text_encoder, load_vqgan,
-                   text_encoder_stage)
+from ..core import (DTYPE_NAMES, STAGES, TEXT_ENCODER_WIDTHS, load_decoder, load_prior, load_text_encoder,
+                   load_vqgan, text_encoder_stage)
 from .comfy_bridge import list_models, manage, model_dirs, placement, resolve_model, show_text
 from .messages import bounded_error
 from .model_files import files_signature
@@ -132,8 +132,6 @@ class WuerstchenTextEncoderLoader(_ComponentLoader):
         return (encoder,)
 
 
-ENCODER_NAMES = {"prior": "CLIP-bigG", "decoder": "CLIP-ViT-H"}  # the released encoders (core's TEXT_ENCODER_WIDTHS)
-
 
 def stage_of_text_encoder(width: int) -> str:
     """What the node shows after loading: which stage a text encoder of this width serves."""
@@ -141,4 +139,4 @@ def stage_of_text_encoder(width: int) -> str:
     if stage is None:
         released = ", ".join(f"{name} {released}" for name, released in TEXT_ENCODER_WIDTHS.items())
         return f"{width}-wide text encoder: not a released Würstchen v2 one ({released})"
-    return f"{ENCODER_NAMES[stage]} ({width} wide): for the {stage} sampler"
+    return f"{STAGES[stage].text_encoder} ({width} wide): for the {stage} sampler"
