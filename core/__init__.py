@@ -13,8 +13,8 @@ from .image_encoding import EFFNET_DOWNSCALE, effnet_input_size, effnet_pixels, 
 from .image_encoding import normalise as imagenet_normalise
 from .image_prep import resize_and_crop, to_rgb
 from .models import VQ_SCALE_FACTOR, EfficientNetEncoder, PaellaVQ, StageBDecoder, StageCPrior, pixel_chunks
-from .sampling import (draw_noise, generators_for_seed, sample_decoder, sample_prior, seed_generators, vq_decode,
-                       vq_encode)
+from .sampling import (batch_text, check_needs_init, check_prior_latent, draw_noise, generators_for_seed,
+                       repeat_for_batch, sample_decoder, sample_prior, seed_generators, vq_decode, vq_encode)
 from .safe_paths import is_regular_file_or_folder, path_inside, shown
 from .scheduler import (ALPHA_CUMPROD_RANGE, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, cosine_alpha_cumprod,
                         noise_ratio_for_alpha_cumprod, stage_c_timesteps, timestep_grid)

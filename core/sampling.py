@@ -87,26 +87,35 @@ def _model_dtype_device(model: torch.nn.Module, compute_dtype, device):
     return compute_dtype or param.dtype, torch.device(device) if device is not None else param.device
 
 
-def _repeat_for_batch(name: str, per_prompt: torch.Tensor, batch: int, rows: str = "prompts") -> torch.Tensor:
+def repeat_for_batch(name: str, per_prompt: torch.Tensor, batch: int, rows: str = "prompts") -> torch.Tensor:
     """Prompt rows repeat in order [p0, p0, …, p1, p1, …] to fill the image batch."""
     if batch % per_prompt.shape[0] != 0:
         raise ValueError(f"{name} has {per_prompt.shape[0]} {rows}, which does not divide the batch of {batch} images")
     return per_prompt.repeat_interleave(batch // per_prompt.shape[0], dim=0)
 
 
-def _guided_text(stage: str, positive, negative, cfg: float, batch: int, width: int, hint: str) -> torch.Tensor:
-    """Text states for the model batch: the positive rows, then under CFG the negative ones ([positive; negative])."""
-    text = _repeat_for_batch(f"{stage} positive conditioning", positive, batch)
+def batch_text(stage: str, positive, negative, cfg: float, batch: int, width: int) -> tuple:
+    """(positive rows, negative rows or None) for a batch of ``batch`` images, each checked against the stage's text
+    width; the negative is needed (and used) only under guidance (cfg > 1)."""
+    hint = text_encoder_hint(stage)
+    check_conditioning(f"{stage} positive conditioning", positive, width, hint)
+    text = repeat_for_batch(f"{stage} positive conditioning", positive, batch)
     if cfg <= 1.0:
-        return text
+        return text, None
     if negative is None:
         raise ValueError(f"cfg={cfg:g} (> 1) needs negative conditioning; encode an empty prompt for the reference's, "
                          f"or use cfg <= 1")
     check_conditioning(f"{stage} negative conditioning", negative, width, hint)
-    return torch.cat([text, _repeat_for_batch(f"{stage} negative conditioning", negative, batch)])
+    return text, repeat_for_batch(f"{stage} negative conditioning", negative, batch)
 
 
-def _check_needs_init(denoise: float) -> None:
+def _guided_text(stage: str, positive, negative, cfg: float, batch: int, width: int) -> torch.Tensor:
+    """Text states for the model batch: the positive rows, then under CFG the negative ones ([positive; negative])."""
+    text, negative_text = batch_text(stage, positive, negative, cfg, batch, width)
+    return text if negative_text is None else torch.cat([text, negative_text])
+
+
+def check_needs_init(denoise: float) -> None:
     if denoise < 1.0:
         raise ValueError(f"denoise={denoise:g} (< 1) needs an init latent to start from; "
                          f"connect one or use 1.0")
@@ -164,29 +173,42 @@ def sample_prior(prior, positive: torch.Tensor, negative: torch.Tensor | None = 
     if steps is None and timesteps is None:
         steps = 60
     grid = timestep_grid(steps, timesteps, denoise, device=device)
-    hint = text_encoder_hint("prior")
-    check_conditioning("prior positive conditioning", positive, prior.c_cond, hint)
     size = stage_c_size(height, width)
     batch = positive.shape[0] * batch_size
     shape = (batch, prior.c_in, *size)
-    text = _guided_text("prior", positive, negative, cfg, batch, prior.c_cond, hint)
+    text = _guided_text("prior", positive, negative, cfg, batch, prior.c_cond)
     check_finite_inputs("the prior", {"positive conditioning": positive, "init latent": init_latent,
                                       "negative conditioning": negative if cfg > 1.0 else None})
     conditioning = prior.cache_conditioning(text.to(device=device, dtype=dtype))  # once per run, not per step
     if init_latent is not None:
         check_latent("prior init latent", init_latent, prior.c_in, size, "Stage C latent")
-        init_latent = _repeat_for_batch("prior init latent", init_latent, batch, "latents")
+        init_latent = repeat_for_batch("prior init latent", init_latent, batch, "latents")
         if denoise == 0.0:
             return init_latent.clone()
         init_latent = to_prior_space(init_latent)
     else:
-        _check_needs_init(denoise)
+        check_needs_init(denoise)
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)
     step = _maybe_graphed(lambda x, r: prior(x, r, conditioning), cuda_graph, device)
     latents = _denoise_loop(step, latents, grid, cfg, generator, callback, scheduler)
     return check_finite("Stage C (prior)", from_prior_space(latents), prior)
+
+
+def check_prior_latent(prior_latent, channels: int, multiple: int) -> tuple[int, int]:
+    """The Stage B latent size a decoder run makes from ``prior_latent``, after checking that it is a Stage C latent
+    (batch, ``channels``, h, w) whose Stage B size has sides that are multiples of ``multiple``."""
+    if not isinstance(prior_latent, torch.Tensor) or prior_latent.dim() != 4 or prior_latent.shape[1] != channels:
+        shape = tuple(prior_latent.shape) if isinstance(prior_latent, torch.Tensor) else type(prior_latent).__name__
+        raise ValueError(f"the decoder's prior latent must be a Stage C latent of shape "
+                         f"(batch, {channels}, h, w), got {shape}")
+    size = stage_b_size(prior_latent.shape[-2:])
+    if off_multiple(size, multiple):
+        raise ValueError(f"a Stage C latent of {tuple(prior_latent.shape[-2:])} gives a Stage B latent of {size}, "
+                         f"which the decoder cannot take (sides must be multiples of {multiple}); "
+                         f"generate the prior at a multiple of 128 pixels")
+    return size
 
 
 @torch.no_grad()
@@ -203,24 +225,12 @@ def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
     """
     cfg, denoise = check_cfg(cfg), check_denoise(denoise)
     dtype, device = _model_dtype_device(decoder, compute_dtype, device)
-    if not isinstance(prior_latent, torch.Tensor) or prior_latent.dim() != 4 \
-            or prior_latent.shape[1] != decoder.effnet_embd:
-        shape = tuple(prior_latent.shape) if isinstance(prior_latent, torch.Tensor) else type(prior_latent).__name__
-        raise ValueError(f"the decoder's prior latent must be a Stage C latent of shape "
-                         f"(batch, {decoder.effnet_embd}, h, w), got {shape}")
+    size = check_prior_latent(prior_latent, decoder.effnet_embd, decoder.latent_multiple)
     grid = timestep_grid(steps if timesteps is None else None, timesteps, denoise, device=device)
-    hint = text_encoder_hint("decoder")
-    check_conditioning("decoder positive conditioning", positive, decoder.clip_embd, hint)
     batch = prior_latent.shape[0]
-    size = stage_b_size(prior_latent.shape[-2:])
-    multiple = decoder.latent_multiple
-    if off_multiple(size, multiple):
-        raise ValueError(f"a Stage C latent of {tuple(prior_latent.shape[-2:])} gives a Stage B latent of {size}, "
-                         f"which the decoder cannot take (sides must be multiples of {multiple}); "
-                         f"generate the prior at a multiple of 128 pixels")
     shape = (batch, decoder.c_in, *size)
     effnet = prior_latent.to(device=device, dtype=dtype)
-    text = _guided_text("decoder", positive, negative, cfg, batch, decoder.clip_embd, hint)
+    text = _guided_text("decoder", positive, negative, cfg, batch, decoder.clip_embd)
     check_finite_inputs("the decoder", {"prior latent": prior_latent, "positive conditioning": positive,
                                         "init latent": init_latent,
                                         "negative conditioning": negative if cfg > 1.0 else None})
@@ -230,11 +240,11 @@ def sample_decoder(decoder, prior_latent: torch.Tensor, positive: torch.Tensor,
     effnet = decoder.cache_effnet(effnet)
     if init_latent is not None:
         check_latent("decoder init latent", init_latent, decoder.c_in, size, "Stage B latent")
-        init_latent = _repeat_for_batch("decoder init latent", init_latent, batch, "latents")
+        init_latent = repeat_for_batch("decoder init latent", init_latent, batch, "latents")
         if denoise == 0.0:
             return init_latent.clone()
     else:
-        _check_needs_init(denoise)
+        check_needs_init(denoise)
 
     scheduler = scheduler or DDPMWuerstchenScheduler()
     latents = _initial_latents(shape, dtype, device, generator, init_latent, grid, scheduler)

@@ -1,8 +1,8 @@
-"""The only module that talks to ComfyUI: model folders, devices and dtypes, model management, progress, previews
-and Cancel. Outside ComfyUI (tests, scripts) every function falls back to plain PyTorch.
+"""The node layer's small ComfyUI services: model folders, devices and dtypes, progress, previews, Cancel and text on
+the node. Outside ComfyUI (tests, scripts) every function falls back to plain PyTorch, and the loaders give
+``EngineModel``s. ComfyUI's model classes (MODEL, CLIP, VAE) are built in ``nodes/native``.
 """
 
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,6 @@ from .model_listing import list_names
 
 try:  # ComfyUI puts these on sys.path before it imports packs.
     import comfy.model_management as model_management
-    import comfy.model_patcher
     import comfy.ops
     import comfy.utils
     import folder_paths
@@ -81,19 +80,17 @@ def resolve_model(name: str) -> Path:
 # --- devices, dtypes and model management --------------------------------------------------------------------
 
 @dataclass
-class ManagedModel:
-    """A loaded stage: ComfyUI's ModelPatcher inside ComfyUI, the bare module outside.
+class EngineModel:
+    """A stage loaded outside ComfyUI (scripts, the pack's own tests): the engine's module with its device and
+    dtype. Inside ComfyUI the loaders give ComfyUI's own MODEL, CLIP and VAE instead.
 
-    ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it. ``full_load`` marks
-    models whose layers ComfyUI cannot stream (transformers'), so a low-VRAM load must not split them.
+    ``handle`` is what nodes call: the module itself, or the TextEncoder that owns it.
     """
     kind: str
-    patcher: object
     module: torch.nn.Module
     load_device: torch.device
     compute_dtype: torch.dtype
     handle: object = None
-    full_load: bool = False
 
 
 def placement(kind: str, weight_dtype: str):
@@ -160,32 +157,17 @@ def _with_weight_casting(operations):
     return type(f"Wuerstchen{operations.__name__}", (operations,), layers)
 
 
-def _load_models_gpu(patcher, memory_required: int, full_load: bool) -> None:
-    options = {"memory_required": memory_required}
-    if full_load and "force_full_load" in inspect.signature(model_management.load_models_gpu).parameters:
-        options["force_full_load"] = True
-    model_management.load_models_gpu([patcher], **options)
+def engine_model(kind: str, module: torch.nn.Module, load_device, compute_dtype, handle=None) -> EngineModel:
+    return EngineModel(kind, module, torch.device(load_device), compute_dtype, handle or module)
 
 
-def manage(kind: str, module: torch.nn.Module, load_device, offload_device, compute_dtype, handle=None,
-           full_load: bool = False) -> ManagedModel:
-    patcher = module
-    if IN_COMFYUI:
-        patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
-    return ManagedModel(kind, patcher, module, torch.device(load_device), compute_dtype, handle or module, full_load)
-
-
-def activate(model: ManagedModel, kind: str, memory_required: int = 0):
-    """Make the ``kind`` stage resident on its load device, with ``memory_required`` bytes free beside it for
-    activations (ComfyUI may unload other models to make room); returns the handle nodes call."""
-    if not isinstance(model, ManagedModel):
+def activate(model: EngineModel, kind: str):
+    """The ``kind`` stage on its load device; returns the handle nodes call."""
+    if not isinstance(model, EngineModel):
         raise ValueError(f"expected a {kind} from a Würstchen loader node, got {type(model).__name__}")
     if model.kind != kind:
         raise ValueError(f"expected a {kind} from a Würstchen loader node, got a {model.kind}")
-    if IN_COMFYUI:
-        _load_models_gpu(model.patcher, memory_required, model.full_load)
-    else:
-        model.module.to(model.load_device)
+    model.module.to(model.load_device)
     return model.handle
 
 

@@ -6,7 +6,8 @@ import torch
 from ..core import effnet_input_size, encode_image, load_effnet_encoder
 from ..core import check_finite_inputs
 from . import native
-from .comfy_bridge import activate, check_interrupted, intermediate_device, list_models, manage, placement, resolve_model
+from .comfy_bridge import (EngineModel, activate, check_interrupted, engine_model, intermediate_device, list_models,
+                           placement, resolve_model)
 from .images import image_pixels, size_options
 from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
 from .model_files import is_changed_by
@@ -44,12 +45,12 @@ class WuerstchenEfficientNetLoader(_EfficientNetFileLoader):
     OUTPUT_TOOLTIPS = ("The EfficientNet encoder, managed by ComfyUI.",)
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
+        if native.available():  # inside ComfyUI: the encode-only VAE, which Image Encode takes too
+            return WuerstchenEfficientNetVAELoader().load(effnet_name, weight_dtype)
         with loading_errors():
-            path = resolve_model(effnet_name)
-            # Placed like the VQGAN: a small image model that runs once per image.
-            load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
-            encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
-        return (manage("effnet", encoder, load_device, offload_device, storage, full_load=True),)
+            load_device, _, storage, _, _ = placement("vqgan", weight_dtype)
+            encoder = load_effnet_encoder(resolve_model(effnet_name), dtype=storage, device=load_device)
+        return (engine_model("effnet", encoder, load_device, storage),)
 
 
 class WuerstchenEfficientNetVAELoader(_EfficientNetFileLoader):
@@ -83,7 +84,8 @@ class WuerstchenEfficientNetEncode:
     def INPUT_TYPES(cls):
         size = size_options()
         return {"required": {
-            "effnet": (EFFNET, {"tooltip": "The encoder from the Würstchen EfficientNet Loader."}),
+            "effnet": (EFFNET + ",VAE", {"tooltip": "The EfficientNet encoder: Würstchen EfficientNet VAE Loader's "
+                                                    "VAE (or the older EfficientNet Loader's encoder)."}),
             "image": ("IMAGE", {"tooltip": "Images of any size (grayscale, RGB or RGBA; alpha is ignored)."}),
             "width": ("INT", dict(size, tooltip="Width of the images to generate: set the same on the prior "
                                                 "sampler (multiple of 128).")),
@@ -100,11 +102,14 @@ class WuerstchenEfficientNetEncode:
         pixels = image_pixels(image, "image")
         check_finite_inputs("the EfficientNet encoder", {"image": pixels})
         size_h, size_w = effnet_input_size(width, height)
-        model = activate(effnet, "effnet", memory_required=size_h * size_w * BYTES_PER_INPUT_PIXEL)
+        memory = size_h * size_w * BYTES_PER_INPUT_PIXEL
+        if isinstance(effnet, EngineModel):
+            model, dtype, device = activate(effnet, "effnet"), effnet.compute_dtype, effnet.load_device
+        else:
+            model, dtype, device = native.module("effnet_vae").resident_encoder(effnet, memory)
         latents = []
         for one in pixels.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()
-            latent = encode_image(model, one, width=width, height=height, compute_dtype=effnet.compute_dtype,
-                                  device=effnet.load_device)
+            latent = encode_image(model, one, width=width, height=height, compute_dtype=dtype, device=device)
             latents.append(latent.to(intermediate_device(), torch.float32))
         return (make_latent(torch.cat(latents), "C"),)

@@ -1,12 +1,14 @@
-"""One loader per component, so ComfyUI can keep each one in or out of VRAM on its own."""
+"""The first loaders, one per component (deprecated: the checkpoint, model, CLIP and VAE loaders cover them). Saved
+workflows keep loading and running: inside ComfyUI they give ComfyUI's own MODEL, CLIP and VAE under their old output
+types, outside it the engine's models.
+"""
 
 import contextlib
 
-import torch
-
 from ..core import (DTYPE_NAMES, STAGES, TEXT_ENCODER_WIDTHS, load_decoder, load_prior, load_text_encoder,
                    load_vqgan, text_encoder_stage)
-from .comfy_bridge import list_models, manage, model_dirs, placement, resolve_model, show_text
+from . import native
+from .comfy_bridge import engine_model, list_models, model_dirs, placement, resolve_model, show_text
 from .messages import bounded_error
 from .model_files import files_signature
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
@@ -30,14 +32,6 @@ def dtype_tooltip(kind: str) -> str:
 MODEL_LOADERS = {"prior": load_prior, "decoder": load_decoder, "vqgan": load_vqgan}
 
 
-class TextEncoderModule(torch.nn.Module):
-    """A plain module around the transformers model: ModelPatcher assigns ``.device``, a read-only property there."""
-
-    def __init__(self, clip: torch.nn.Module):
-        super().__init__()
-        self.clip = clip
-
-
 @contextlib.contextmanager
 def loading_errors():
     """A loader's errors as one bounded line with paths relative to the model folders (the engine names files by
@@ -49,15 +43,31 @@ def loading_errors():
 
 
 def load_component(kind: str, name: str, weight_dtype: str):
+    """The ``kind`` at ``name``: ComfyUI's MODEL, CLIP or VAE inside ComfyUI, an EngineModel outside."""
     with loading_errors():
         path = resolve_model(name)
-        load_device, offload_device, storage, compute, operations = placement(kind, weight_dtype)
+        if native.available():
+            return _comfy_component(kind, path, weight_dtype)
+        load_device, _, storage, compute, _ = placement(kind, weight_dtype)
         if kind == "text_encoder":
-            encoder = load_text_encoder(path, dtype=storage, device=offload_device)
-            return manage(kind, TextEncoderModule(encoder.model), load_device, offload_device, compute,
-                          handle=encoder, full_load=True)
-        module = MODEL_LOADERS[kind](path, dtype=storage, device=offload_device, operations=operations)
-        return manage(kind, module, load_device, offload_device, compute)
+            encoder = load_text_encoder(path, dtype=storage, device=load_device)
+            return engine_model(kind, encoder.model, load_device, compute, handle=encoder)
+        module = MODEL_LOADERS[kind](path, dtype=storage, device=load_device)
+        return engine_model(kind, module, load_device, compute)
+
+
+def _comfy_component(kind: str, path, weight_dtype: str):
+    if kind == "text_encoder":
+        return native.module("clip").load_clip(path, weight_dtype, None)
+    if kind == "vqgan":
+        return native.module("vae").load_vae(path, weight_dtype)
+    return native.module("loading").load_native_model(kind, path, weight_dtype)
+
+
+def text_encoder_width(encoder) -> int:
+    """The hidden width of a loaded text encoder: an EngineModel's or a Würstchen CLIP's."""
+    handle = getattr(encoder, "handle", None)
+    return handle.hidden_size if handle is not None else encoder.cond_stage_model.width
 
 
 class _ComponentLoader:
@@ -128,7 +138,7 @@ class WuerstchenTextEncoderLoader(_ComponentLoader):
 
     def load(self, clip_name: str, weight_dtype: str = "auto"):
         encoder = load_component(self.KIND, clip_name, weight_dtype)
-        show_text(stage_of_text_encoder(encoder.handle.hidden_size))
+        show_text(stage_of_text_encoder(text_encoder_width(encoder)))
         return (encoder,)
 
 

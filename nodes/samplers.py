@@ -1,11 +1,17 @@
-"""The two Würstchen samplers: prior (text → Stage C latent) and decoder (Stage C latent → Stage B latent)."""
+"""The two Würstchen samplers: prior (text → Stage C latent) and decoder (Stage C latent → Stage B latent).
+
+Inside ComfyUI they sample a Würstchen MODEL through ComfyUI's sampling (``native/runs.py``), so LoRAs, merges and
+model patches apply; outside it (scripts, the pack's own tests) they run the engine's sampler on the engine's models.
+Both give the reference's images.
+"""
 
 import torch
 
-from ..core import (SCHEDULES, STAGES, compile_denoisers, decoder_memory_bytes, prior_memory_bytes, sample_decoder,
-                    sample_prior, schedule_timesteps, seed_generators)
+from ..core import (SCHEDULES, STAGES, batch_text, check_needs_init, check_prior_latent, compile_denoisers,
+                    sample_decoder, sample_prior, schedule_timesteps,
+                    seed_generators, stage_c_size)
 from . import native
-from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text, step_callback
+from .comfy_bridge import EngineModel, activate, intermediate_device, show_text, step_callback
 from .images import check_decoder_start_size, check_prior_start_size, size_options
 from .preview import latent_preview
 from .queue_checks import check_inputs, input_problems
@@ -37,12 +43,54 @@ def per_image_seed_text(seeds: list[int]) -> str:
             + "\n".join(f"image {i}: {seed}" for i, seed in enumerate(seeds)))
 
 
-def _resident(model, kind: str, memory_required: int):
-    """(network, compute dtype, device) from a Würstchen loader's model or a Würstchen MODEL (with its LoRA and
-    merge patches applied)."""
-    if isinstance(model, ManagedModel) or not native.available():
-        return activate(model, kind, memory_required=memory_required), model.compute_dtype, model.load_device
-    return native.module("loading").activate_model(model, kind, memory_required)
+def _engine(model: EngineModel, kind: str):
+    """(network, compute dtype, device) of an engine model (outside ComfyUI)."""
+    return activate(model, kind), model.compute_dtype, model.load_device
+
+
+def _prior_latents(prior, cond, uncond, *, width, height, batch_size, cfg, init, denoise, steps, schedule,
+                   generators, callback, compile):
+    images = cond.shape[0] * batch_size
+    if isinstance(prior, EngineModel):
+        model, dtype, device = _engine(prior, "prior")
+        if compile:
+            compile_denoisers(model)
+        return sample_prior(model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
+                            generator=generators, init_latent=init, denoise=denoise, callback=callback,
+                            compute_dtype=dtype, device=device, **schedule_timesteps(schedule, steps))
+    runs = native.module("runs")
+    network = runs.network(prior, "prior")
+    text, negative_text = batch_text("prior", cond, uncond, cfg, images, network.c_cond)
+    if init is None:
+        check_needs_init(denoise)
+    if compile:
+        compile_denoisers(network)
+    return runs.run(prior, "prior", text=text, negative_text=negative_text, cfg=cfg,
+                    shape=(images, network.c_in, *stage_c_size(height, width)), init=init, denoise=denoise,
+                    steps=steps, schedule=schedule, generators=generators, callback=callback)
+
+
+def _decoder_latents(decoder, embeddings, cond, uncond, *, cfg, init, denoise, steps, generators, callback, compile):
+    schedule = STAGES["decoder"].schedule
+    if isinstance(decoder, EngineModel):
+        model, dtype, device = _engine(decoder, "decoder")
+        if compile:
+            compile_denoisers(model)
+        return sample_decoder(model, embeddings, cond, uncond, cfg=cfg, generator=generators, init_latent=init,
+                              denoise=denoise, callback=callback, compute_dtype=dtype, device=device,
+                              **schedule_timesteps(schedule, steps))
+    runs = native.module("runs")
+    network = runs.network(decoder, "decoder")
+    size = check_prior_latent(embeddings, network.effnet_embd, network.latent_multiple)
+    images = embeddings.shape[0]
+    text, negative_text = batch_text("decoder", cond, uncond, cfg, images, network.clip_embd)
+    if init is None:
+        check_needs_init(denoise)
+    if compile:
+        compile_denoisers(network)
+    return runs.run(decoder, "decoder", text=text, negative_text=negative_text, cfg=cfg,
+                    shape=(images, network.c_in, *size), init=init, denoise=denoise, steps=steps,
+                    schedule=schedule, generators=generators, callback=callback, stage_c=embeddings)
 
 
 class WuerstchenPriorSampler:
@@ -102,16 +150,11 @@ class WuerstchenPriorSampler:
         init = latent_samples(latent, "C", "latent") if latent is not None else None
         if init is not None:
             check_prior_start_size(init, width, height, "latent")
-        schedule_args = schedule_timesteps(schedule, steps)
-        images = cond.shape[0] * batch_size
-        model, dtype, device = _resident(prior, "prior", prior_memory_bytes(images, width, height))
-        if compile:
-            compile_denoisers(model)
-        embeddings = sample_prior(
-            model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
-            generator=_generators(seed, cond.shape[0] * batch_size, per_image_seeds), init_latent=init,
-            denoise=denoise, callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
-            **schedule_args)
+        embeddings = _prior_latents(
+            prior, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg, init=init,
+            denoise=denoise, steps=steps, schedule=schedule,
+            generators=_generators(seed, cond.shape[0] * batch_size, per_image_seeds),
+            callback=step_callback(steps, latent_preview), compile=compile)
         return (make_latent(embeddings.to(intermediate_device(), torch.float32), "C"),)
 
 
@@ -162,13 +205,8 @@ class WuerstchenDecoderSampler:
         init = latent_samples(latent, "B", "latent") if latent is not None else None
         if init is not None:
             check_decoder_start_size(init, embeddings, "latent")
-        memory = decoder_memory_bytes(embeddings.shape[0], embeddings.shape[-2:])
-        model, dtype, device = _resident(decoder, "decoder", memory)
-        if compile:
-            compile_denoisers(model)
-        latents = sample_decoder(
-            model, embeddings, cond, uncond, cfg=cfg,
-            generator=_generators(seed, embeddings.shape[0], per_image_seeds), init_latent=init, denoise=denoise,
-            callback=step_callback(steps, latent_preview), compute_dtype=dtype, device=device,
-            **schedule_timesteps(STAGES["decoder"].schedule, steps))
+        latents = _decoder_latents(
+            decoder, embeddings, cond, uncond, cfg=cfg, init=init, denoise=denoise, steps=steps,
+            generators=_generators(seed, embeddings.shape[0], per_image_seeds),
+            callback=step_callback(steps, latent_preview), compile=compile)
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

@@ -8,7 +8,7 @@ import torch
 
 from ..core import check_prompt_emphasis
 from . import native
-from .comfy_bridge import ManagedModel, activate, intermediate_device, show_text
+from .comfy_bridge import EngineModel, activate, intermediate_device, show_text
 from .queue_checks import prompt_problems
 from .wiring import TEXT_ENCODER, make_conditioning
 
@@ -26,7 +26,7 @@ def encode_text(text_encoder, text: str, label: str, notes: list[str], input_nam
     def report(note: str) -> None:
         notes.append(label + note)
 
-    if isinstance(text_encoder, ManagedModel) or not native.available():
+    if isinstance(text_encoder, EngineModel):
         states = activate(text_encoder, "text_encoder").encode(text, report=report)
         return make_conditioning(states.to(intermediate_device(), torch.float32))
     return native.module("clip").encode_with_clip(text_encoder, text, report=report, input_name=input_name)

@@ -1,9 +1,10 @@
-"""Stage A: VQ latents ↔ images."""
+"""Stage A: VQ latents ↔ images (deprecated nodes: VAEDecode and VAEEncode do this on Stage A's VAE). Inside ComfyUI
+the VQGAN Loader gives that VAE, and these nodes run through it; outside ComfyUI they run the engine's VQGAN."""
 
 import torch
 
-from ..core import resize_and_crop, vq_decode, vq_decode_memory_bytes, vq_encode
-from .comfy_bridge import activate, check_fits, check_interrupted, intermediate_device
+from ..core import resize_and_crop, vq_decode, vq_encode
+from .comfy_bridge import EngineModel, activate, check_fits, check_interrupted, intermediate_device
 from .images import VQ_PIXELS_PER_LATENT, image_pixels, size_options
 from .queue_checks import check_inputs, input_problems
 from .wiring import VQGAN, latent_samples, make_latent
@@ -32,7 +33,9 @@ class WuerstchenVQDecode:
         # The decoded images, twice: one by one, then joined into the batch.
         check_fits(f"{batch} decoded images of {width}×{height} px", 2 * batch * width * height * RGB_BYTES,
                    intermediate_device(), "decode fewer or smaller latents")
-        model = activate(vqgan, "vqgan", memory_required=vq_decode_memory_bytes(latents.shape[-2:]))
+        if not isinstance(vqgan, EngineModel):  # Stage A's VAE: ComfyUI's VAEDecode path, the same pixels
+            return (vqgan.decode(latents).to(intermediate_device(), torch.float32),)
+        model = activate(vqgan, "vqgan")
         images = []
         for one in latents.split(1):  # one image at a time keeps peak memory flat for big batches
             check_interrupted()
@@ -80,11 +83,15 @@ class WuerstchenVQEncode:
         if (width == 0) != (height == 0):
             raise ValueError(f"width={width} and height={height}: set both to the prior sampler's size to resize "
                              f"the image, or both to 0 to keep it as it is")
-        model = activate(vqgan, "vqgan")
+        engine = isinstance(vqgan, EngineModel)
+        downscale = activate(vqgan, "vqgan").downscale if engine else vqgan.downscale_ratio
         if width:
             pixels = resize_and_crop(pixels, (height, width))
-        elif pixels.shape[-2] % model.downscale or pixels.shape[-1] % model.downscale:
+        elif pixels.shape[-2] % downscale or pixels.shape[-1] % downscale:
             raise ValueError(f"image is {pixels.shape[-1]}×{pixels.shape[-2]} px; set width and height on this node "
                              f"to the prior sampler's size to resize and centre-crop it")
-        latents = vq_encode(model, pixels, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
+        if engine:
+            latents = vq_encode(vqgan.handle, pixels, compute_dtype=vqgan.compute_dtype, device=vqgan.load_device)
+        else:  # Stage A's VAE: ComfyUI's VAEEncode path, the same latent
+            latents = vqgan.encode(pixels.movedim(1, -1))
         return (make_latent(latents.to(intermediate_device(), torch.float32), "B"),)

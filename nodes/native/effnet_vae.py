@@ -46,6 +46,8 @@ def _refuse_to_decode(*_) -> int:
 
 
 class EfficientNetVAE(comfy.sd.VAE):
+    IS_WUERSTCHEN_EFFNET = True  # by marker, not class: a second import of the pack makes other classes
+
     def __init__(self, encoder: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
         init_vae_defaults(self)
         self.first_stage_model = EfficientNetStage(encoder).eval()
@@ -67,3 +69,13 @@ def load_effnet_vae(path, weight_dtype: str = "auto") -> EfficientNetVAE:
     load_device, offload_device, storage, _, _ = placement("vqgan", weight_dtype)
     encoder = load_effnet_encoder(path, dtype=storage, device=offload_device)
     return EfficientNetVAE(encoder, load_device, offload_device, storage)
+
+
+def resident_encoder(vae, memory_required: int):
+    """(encoder, dtype, device) of the EfficientNet VAE, loaded by ComfyUI with ``memory_required`` bytes beside it,
+    for Würstchen Image Encode's exact reference path."""
+    if getattr(vae, "IS_WUERSTCHEN_EFFNET", False) is not True:
+        raise ValueError(f"effnet: this {type(vae).__name__} is not the Würstchen EfficientNet encoder; load it with "
+                         f"Würstchen EfficientNet VAE Loader")
+    comfy.model_management.load_models_gpu([vae.patcher], memory_required=memory_required)
+    return vae.first_stage_model.encoder, vae.vae_dtype, vae.device

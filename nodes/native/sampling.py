@@ -36,13 +36,15 @@ def _step_noise(seed, like: torch.Tensor):
 
 
 @torch.no_grad()
-def sample_ddpm_wuerstchen(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """A k-diffusion style sampler function: ``model(x, σ)`` gives the denoised latent, ``x`` is σ-scaled."""
+def sample_ddpm_wuerstchen(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_source=None):
+    """A k-diffusion style sampler function: ``model(x, σ)`` gives the denoised latent, ``x`` is σ-scaled.
+    ``noise_source()`` gives each step's noise (the pack's sampler nodes: their seed's generators); without it the
+    noise continues RandomNoise's stream for the run's seed."""
     extra_args = {} if extra_args is None else extra_args
     model_sampling = sampler_model_sampling(model)
     ratios = model_sampling.timestep(sigmas.float()).to(x.device)
     scheduler = DDPMWuerstchenScheduler()
-    next_noise = _step_noise(extra_args.get("seed", None), x)
+    next_noise = noise_source or _step_noise(extra_args.get("seed", None), x)
     batch = x.new_ones([x.shape[0]])
     latents = x / (1.0 + sigmas[0] ** 2).sqrt()
     for i in trange(len(sigmas) - 1, disable=disable):
@@ -52,7 +54,7 @@ def sample_ddpm_wuerstchen(model, x, sigmas, extra_args=None, callback=None, dis
         eps = (scaled - denoised) / sigma
         if callback is not None:
             callback({"x": scaled, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        noise = next_noise()  # drawn on the last step too, as the reference does
+        noise = next_noise().to(x.device)  # drawn on the last step too, as the reference does
         latents = scheduler.step(eps, ratios[i] * batch, ratios[i + 1] * batch, latents, noise)
     return latents * (1.0 + sigmas[-1] ** 2).sqrt()
 
