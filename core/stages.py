@@ -125,6 +125,16 @@ def text_encoder_stage(width: int) -> str | None:
     return next((stage for stage, released in TEXT_ENCODER_WIDTHS.items() if released == width), None)
 
 
+def checked_text_encoder_stage(width: int, stage: str | None) -> str | None:
+    """The stage a text encoder of ``width`` serves, where the caller needs ``stage``'s (None: any): a released encoder
+    of the other stage is refused; a width that is no released encoder's serves ``stage``."""
+    by_width = text_encoder_stage(width)
+    if stage is not None and by_width not in (None, stage):
+        raise ValueError(f"text encoder: this {width}-wide encoder is the {by_width}'s; the {stage} needs its own "
+                         f"({TEXT_ENCODER_WIDTHS[stage]} wide, in the {stage}'s pipeline folder)")
+    return by_width or stage
+
+
 def step_memory_bytes(stage: str, rows: int, latent_hw: Sequence[int]) -> int:
     """Activation memory of one ``stage`` ("prior" or "decoder"; "vqgan": a decode) step on ``rows`` latents of
     size ``latent_hw``."""

@@ -1,8 +1,7 @@
 """The Würstchen text encoders as ComfyUI CLIP, for stock CLIPTextEncode, LoraLoader and the other CLIP nodes."""
 
-from . import native
-from .comfy_bridge import list_models, resolve_model, show_text
-from .loaders import WEIGHT_DTYPES, loading_errors, stage_of_text_encoder
+from .comfy_bridge import list_models, show_text
+from .loaders import WEIGHT_DTYPES, load_component, stage_of_text_encoder, text_encoder_width
 from .model_files import is_changed_by
 
 DTYPE_TOOLTIP = ("Storage dtype of the weights. auto: fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on CPU; "
@@ -34,13 +33,6 @@ class WuerstchenCLIPLoader:
     IS_CHANGED = is_changed_by("clip_name")
 
     def load(self, clip_name: str, weight_dtype: str = "auto"):
-        clip = load_clip(clip_name, weight_dtype)
-        show_text(stage_of_text_encoder(clip.cond_stage_model.width))
+        clip = load_component("text_encoder", clip_name, weight_dtype)
+        show_text(stage_of_text_encoder(text_encoder_width(clip)))
         return (clip,)
-
-
-def load_clip(name: str, weight_dtype: str = "auto", stage: str | None = None):
-    """The CLIP at ``name`` (as the loaders list it) for ``stage`` ("prior", "decoder" or None: the width tells);
-    errors in one line. The checkpoint loaders call it with their folder and stage."""
-    with loading_errors():
-        return native.module("clip").load_clip(resolve_model(name), weight_dtype, stage)

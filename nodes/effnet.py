@@ -3,13 +3,12 @@ reference path), and the encoder as an encode-only VAE for stock StableCascade_S
 
 import torch
 
-from ..core import effnet_input_size, encode_image, load_effnet_encoder
+from ..core import effnet_input_size, encode_image
 from ..core import check_finite_inputs
 from . import native
-from .comfy_bridge import (EngineModel, activate, check_interrupted, engine_model, intermediate_device, list_models,
-                           placement, resolve_model)
+from .comfy_bridge import EngineModel, activate, check_interrupted, intermediate_device, list_models
 from .images import image_pixels, size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
 from .model_files import is_changed_by
 from .queue_checks import check_inputs, input_problems
 from .wiring import EFFNET, make_latent
@@ -39,21 +38,19 @@ class _EfficientNetFileLoader:
 
 
 class WuerstchenEfficientNetLoader(_EfficientNetFileLoader):
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder, which turns an image into Stage C image embeddings "
                    f"(for image variations, or to decode an image's own embeddings). Needs torchvision. {FILES}")
+    DESCRIPTION += ' Deprecated: Würstchen VAE Loader on the same file covers it.'
     RETURN_TYPES, RETURN_NAMES = (EFFNET,), ("effnet",)
     OUTPUT_TOOLTIPS = ("The EfficientNet encoder, managed by ComfyUI.",)
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
-        if native.available():  # inside ComfyUI: the encode-only VAE, which Image Encode takes too
-            return WuerstchenEfficientNetVAELoader().load(effnet_name, weight_dtype)
-        with loading_errors():
-            load_device, _, storage, _, _ = placement("vqgan", weight_dtype)
-            encoder = load_effnet_encoder(resolve_model(effnet_name), dtype=storage, device=load_device)
-        return (engine_model("effnet", encoder, load_device, storage),)
+        return (load_component("effnet", effnet_name, weight_dtype),)  # inside ComfyUI the encode-only VAE
 
 
 class WuerstchenEfficientNetVAELoader(_EfficientNetFileLoader):
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Loads the Würstchen v2 EfficientNet encoder as a VAE that only encodes, for the stock "
                    "StableCascade_StageC_VAEEncode: its stage_c latent starts the Würstchen prior MODEL at denoise < 1 "
                    "(image variation), or reaches the decoder through StableCascade_StageB_Conditioning (a re-draw "
@@ -61,13 +58,13 @@ class WuerstchenEfficientNetVAELoader(_EfficientNetFileLoader):
                    "reference's, not equal: Würstchen Image Encode is the exact path. Its compression 42 gives "
                    "Würstchen's latent size for sides that are multiples of 128 up to 2560 px. Needs torchvision. "
                    + FILES)
+    DESCRIPTION += ' Deprecated: Würstchen VAE Loader on the same file covers it.'
     RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
     OUTPUT_TOOLTIPS = ("The encoder as an encode-only VAE (32 px per latent pixel), for "
                        "StableCascade_StageC_VAEEncode.",)
 
     def load(self, effnet_name: str, weight_dtype: str = "auto"):
-        with loading_errors():
-            return (native.module("effnet_vae").load_effnet_vae(resolve_model(effnet_name), weight_dtype),)
+        return (load_component("effnet", effnet_name, weight_dtype),)
 
 
 class WuerstchenEfficientNetEncode:
@@ -84,8 +81,8 @@ class WuerstchenEfficientNetEncode:
     def INPUT_TYPES(cls):
         size = size_options()
         return {"required": {
-            "effnet": (EFFNET + ",VAE", {"tooltip": "The EfficientNet encoder: Würstchen EfficientNet VAE Loader's "
-                                                    "VAE (or the older EfficientNet Loader's encoder)."}),
+            "effnet": (EFFNET + ",VAE", {"tooltip": "The EfficientNet encoder: Würstchen VAE Loader's VAE of "
+                                                    "model_v2_stage_b.pt (or of the encoder's .safetensors)."}),
             "image": ("IMAGE", {"tooltip": "Images of any size (grayscale, RGB or RGBA; alpha is ignored)."}),
             "width": ("INT", dict(size, tooltip="Width of the images to generate: set the same on the prior "
                                                 "sampler (multiple of 128).")),

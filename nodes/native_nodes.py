@@ -11,10 +11,9 @@ import torch
 
 from ..core import SCHEDULES, STAGES, WEIGHT_SUFFIXES, stage_b_size, stage_c_size
 from . import native
-from .clip_nodes import load_clip
-from .comfy_bridge import check_fits, intermediate_device, list_models, resolve_model
+from .comfy_bridge import check_fits, intermediate_device, list_models
 from .images import size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, loading_errors
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component, loading_errors
 from .model_files import files_signature, is_changed_by
 from .queue_checks import check_inputs, input_problems
 from .wiring import make_latent
@@ -93,8 +92,7 @@ class WuerstchenPriorModelLoader:
     IS_CHANGED = is_changed_by("prior_name")
 
     def load(self, prior_name: str, weight_dtype: str = "auto"):
-        with loading_errors():
-            return (native.module("loading").load_native_model("prior", resolve_model(prior_name), weight_dtype),)
+        return (load_component("prior", prior_name, weight_dtype),)
 
 
 class WuerstchenDecoderModelLoader:
@@ -113,9 +111,7 @@ class WuerstchenDecoderModelLoader:
     IS_CHANGED = is_changed_by("decoder_name")
 
     def load(self, decoder_name: str, weight_dtype: str = "auto"):
-        with loading_errors():
-            path = resolve_model(decoder_name)
-            return (native.module("loading").load_native_model("decoder", path, weight_dtype),)
+        return (load_component("decoder", decoder_name, weight_dtype),)
 
 
 def _checkpoint_input(stage: str, folders: list[str], what: str) -> dict:
@@ -128,7 +124,7 @@ def _checkpoint_input(stage: str, folders: list[str], what: str) -> dict:
 
 class WuerstchenPriorCheckpointLoader:
     DESCRIPTION = ("Loads a whole warp-ai/wuerstchen-prior folder (or a variant): the prior as a MODEL and its "
-                   "CLIP-bigG text encoder as a CLIP, for CLIPTextEncode, LoraLoader and Würstchen Text Encode. A "
+                   "CLIP-bigG text encoder as a CLIP, for CLIPTextEncode and LoraLoader. A "
                    "variant folder without text_encoder/ (the released -model-interpolated, -finetuned and -base) "
                    "takes the text encoder of the wuerstchen-prior folder beside it. " + CFG_NOTE)
     CATEGORY = "loaders/wuerstchen"
@@ -155,8 +151,8 @@ class WuerstchenPriorCheckpointLoader:
     def load(self, folder: str, weight_dtype: str = "auto"):
         with loading_errors():
             text_encoder_folder = prior_text_encoder_folder(folder)
-            model = native.module("loading").load_native_model("prior", resolve_model(folder), weight_dtype)
-        return model, load_clip(text_encoder_folder, weight_dtype, "prior")
+        return (load_component("prior", folder, weight_dtype),
+                load_component("text_encoder", text_encoder_folder, weight_dtype, "prior"))
 
 
 class WuerstchenDecoderCheckpointLoader:
@@ -178,35 +174,51 @@ class WuerstchenDecoderCheckpointLoader:
     IS_CHANGED = is_changed_by("folder")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
-        with loading_errors():
-            model = native.module("loading").load_native_model("decoder", resolve_model(folder), weight_dtype)
-            vae = native.module("vae").load_vae(resolve_model(folder), weight_dtype)
-        return model, load_clip(folder, weight_dtype, "decoder"), vae
+        return (load_component("decoder", folder, weight_dtype),
+                load_component("text_encoder", folder, weight_dtype, "decoder"),
+                load_component("vqgan", folder, weight_dtype))
+
+
+def _vae_files() -> list[str]:
+    """Stage A's files and folders, then the EfficientNet encoder's files (an encode-only VAE)."""
+    return sorted(set(list_models("vqgan")) | set(list_models("effnet")))
 
 
 class WuerstchenVAELoader:
     DESCRIPTION = ("Loads Stage A (the Paella VQGAN) as a ComfyUI VAE, for VAEDecode / VAEEncode and their tiled "
-                   "variants on Würstchen Stage B latents; same pixels as Würstchen VQ Decode / Encode.")
+                   "variants on Würstchen Stage B latents; or, from model_v2_stage_b.pt (or its EfficientNet "
+                   "export), the EfficientNet encoder as a VAE that only encodes, for Würstchen Image Encode and "
+                   "StableCascade_StageC_VAEEncode (image → Stage C latent). Stage A's VAE gives the same pixels as "
+                   "the reference's VQGAN.")
     CATEGORY = "loaders/wuerstchen"
     RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
-    OUTPUT_TOOLTIPS = ("Stage A as a VAE.",)
+    OUTPUT_TOOLTIPS = ("Stage A as a VAE, or the EfficientNet encoder as an encode-only VAE.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return _model_input("vqgan", "Accepts the warp-ai/wuerstchen folder, a VQGAN .safetensors file, or "
-                                     "vqgan_f4_v1_500k.pt.")
+        return {"required": {
+            "vqgan_name": (_vae_files(), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
+                                                     "models/diffusers: the warp-ai/wuerstchen folder, a VQGAN "
+                                                     ".safetensors file or vqgan_f4_v1_500k.pt for Stage A; "
+                                                     "model_v2_stage_b.pt (its effnet) or an EfficientNet "
+                                                     ".safetensors for the encoder (needs torchvision)."}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
+        }}
 
     IS_CHANGED = is_changed_by("vqgan_name")
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
-        with loading_errors():
-            return (native.module("vae").load_vae(resolve_model(vqgan_name), weight_dtype),)
+        effnet = vqgan_name not in list_models("vqgan") and vqgan_name in list_models("effnet")
+        return (load_component("effnet" if effnet else "vqgan", vqgan_name, weight_dtype),)
 
 
 class WuerstchenEmptyLatent:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Empty Stage C and Stage B latents for an image of width × height: ⌈H/42.67⌉ × ⌈W/42.67⌉ for the "
-                   "prior, ⌊h·10.67⌋ × ⌊w·10.67⌋ for the decoder.")
+                   "prior, ⌊h·10.67⌋ × ⌊w·10.67⌋ for the decoder. Deprecated: the pack's samplers need no empty "
+                   "latent, and StableCascade_EmptyLatentImage (compression 42) gives these latents for sides up to "
+                   "2560 px.")
     CATEGORY = "latent/wuerstchen"
     RETURN_TYPES, RETURN_NAMES = ("LATENT", "LATENT"), ("stage_c", "stage_b")
     OUTPUT_TOOLTIPS = ("Start latent for the prior MODEL.", "Start latent for the decoder MODEL.")
@@ -237,10 +249,23 @@ class WuerstchenEmptyLatent:
         return make_latent(stage_c, "C"), make_latent(stage_b, "B")
 
 
+def _schedule_inputs(steps_tooltip: str) -> dict:
+    return {
+        "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1, "tooltip": steps_tooltip}),
+        "schedule": (list(SCHEDULES), {"default": STAGES["prior"].schedule,
+                                       "tooltip": "reference: 2/3 of the steps in the noisiest third (the prior's); "
+                                                  "linear: evenly spaced ratios (the decoder's)."}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "Below 1 the schedule starts from a partly noised latent."}),
+    }
+
+
 class WuerstchenSigmas:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("The reference's noise schedule as SIGMAS for SamplerCustomAdvanced: 'reference' is the Stage C "
                    "schedule (29 steps = diffusers' DEFAULT_STAGE_C_TIMESTEPS), 'linear' N even steps (the "
-                   "decoder's, and the prior's with num_inference_steps). Ends at σ = 0.")
+                   "decoder's, and the prior's with num_inference_steps). Ends at σ = 0. Deprecated: Würstchen DDPM "
+                   "Sampler gives the same SIGMAS as its second output.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("σ for each step boundary, σ_max (r = 1) first.",)
@@ -248,15 +273,7 @@ class WuerstchenSigmas:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "steps": ("INT", {"default": 29, "min": 1, "max": 1000, "step": 1,
-                              "tooltip": "29 (reference) for the prior, 12 (linear) for the decoder."}),
-            "schedule": (list(SCHEDULES), {"default": STAGES["prior"].schedule,
-                                           "tooltip": "reference: 2/3 of the steps in the noisiest third; linear: "
-                                                      "evenly spaced ratios."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Below 1 the schedule starts from a partly noised latent."}),
-        }}
+        return {"required": _schedule_inputs("29 (reference) for the prior, 12 (linear) for the decoder.")}
 
     @classmethod
     def VALIDATE_INPUTS(cls, denoise=None):
@@ -268,17 +285,25 @@ class WuerstchenSigmas:
 
 
 class WuerstchenSampler:
-    DESCRIPTION = ("The reference's DDPM-Würstchen sampler as a SAMPLER for SamplerCustomAdvanced: with "
-                   "RandomNoise, Würstchen Sigmas and a Würstchen MODEL it reproduces diffusers' pipelines at the "
-                   "same seed (each step's noise continues RandomNoise's random stream).")
+    DESCRIPTION = ("The reference's DDPM-Würstchen sampler and noise schedule for SamplerCustomAdvanced: with "
+                   "RandomNoise, any guider (CFGGuider, …) and a Würstchen MODEL it reproduces diffusers' pipelines at "
+                   "the same seed (each step's noise continues RandomNoise's random stream). Prior: 29 steps, "
+                   "reference; decoder: 12 steps, linear.")
     CATEGORY = "sampling/custom_sampling/samplers"
-    RETURN_TYPES = ("SAMPLER",)
-    OUTPUT_TOOLTIPS = ("The DDPM-Würstchen sampler.",)
+    RETURN_TYPES = ("SAMPLER", "SIGMAS")
+    OUTPUT_TOOLTIPS = ("The DDPM-Würstchen sampler.",
+                       "σ for each step boundary of the schedule, σ_max (r = 1) first, ending at σ = 0.")
     FUNCTION = "get_sampler"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
+    def INPUT_TYPES(cls):  # optional: workflows saved when this node had no inputs keep their meaning
+        return {"required": {}, "optional": _schedule_inputs("The SIGMAS' steps: 29 (reference) for the prior, 12 "
+                                                             "(linear) for the decoder.")}
 
-    def get_sampler(self):
-        return (native.module("sampling").ddpm_wuerstchen_sampler(),)
+    @classmethod
+    def VALIDATE_INPUTS(cls, denoise=None):
+        return input_problems(cls.INPUT_TYPES(), denoise=denoise)
+
+    def get_sampler(self, steps: int = 29, schedule: str = STAGES["prior"].schedule, denoise: float = 1.0):
+        sampling = native.module("sampling")
+        return sampling.ddpm_wuerstchen_sampler(), WuerstchenSigmas().get_sigmas(steps, schedule, denoise)[0]

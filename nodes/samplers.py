@@ -107,8 +107,8 @@ class WuerstchenPriorSampler:
         size = size_options()
         return {
             "required": {
-                "prior": (PRIOR + ",MODEL", {"tooltip": "The prior from the Würstchen Prior Loader, or a Würstchen "
-                                                        "prior MODEL (with its LoRAs and merges applied)."}),
+                "prior": (PRIOR + ",MODEL", {"tooltip": "The prior MODEL from a Würstchen checkpoint or model "
+                                                        "loader, with its LoRAs, merges and patches applied."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the prior's text encoder."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the prior's text encoder "
                                                          "(an empty prompt is the reference). Used when cfg > 1."}),
@@ -163,16 +163,16 @@ class WuerstchenDecoderSampler:
                    "cfg 0. Give it a VQ-encoded image as latent with denoise < 1 for image-to-image.")
     CATEGORY = "sampling/wuerstchen"
     RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("Stage B latent for Würstchen VQ Decode.",)
+    OUTPUT_TOOLTIPS = ("Stage B latent for VAEDecode with Stage A's VAE.",)
     FUNCTION = "sample"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "decoder": (DECODER + ",MODEL", {"tooltip": "The decoder from the Würstchen Decoder Loader, or a "
-                                                            "Würstchen decoder MODEL (with its LoRAs and merges "
-                                                            "applied)."}),
+                "decoder": (DECODER + ",MODEL", {"tooltip": "The decoder MODEL from a Würstchen checkpoint or model "
+                                                            "loader, with its LoRAs, merges and patches "
+                                                            "applied."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the decoder's text encoder."}),
                 "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler."}),
                 "seed": SEED,

@@ -38,10 +38,12 @@ def show_notes(notes: list[str]) -> None:
 
 
 class WuerstchenTextEncode:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Encodes a prompt with a Würstchen v2 text encoder. Use the prior's encoder for the prior sampler "
                    "and the decoder's encoder for the decoder sampler (Würstchen Text Encode (Both Stages) does both "
                    "from one text). An empty prompt is the reference negative. Conditioning Combine of several "
                    "encodes gives one image batch per prompt.")
+    DESCRIPTION += ' Deprecated: CLIPTextEncode on a Würstchen CLIP covers it.'
     CATEGORY = "conditioning/wuerstchen"
     RETURN_TYPES = ("CONDITIONING",)
     OUTPUT_TOOLTIPS = ("CLIP last hidden states (77 tokens) of the prompt.",)
@@ -69,9 +71,11 @@ class WuerstchenTextEncode:
 
 
 class WuerstchenTextEncodeBothStages:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Encodes one prompt (and a negative prompt) for both stages: with the prior's text encoder "
                    "(CLIP-bigG) for the prior sampler and with the decoder's (CLIP-ViT-H) for the decoder sampler, "
                    "so the prompt is typed once. The empty negative is the reference's.")
+    DESCRIPTION += " Deprecated: CLIPTextEncode on each stage's CLIP covers it."
     CATEGORY = "conditioning/wuerstchen"
     RETURN_TYPES = ("CONDITIONING",) * 4
     RETURN_NAMES = ("prior_positive", "prior_negative", "decoder_positive", "decoder_negative")

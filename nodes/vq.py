@@ -13,7 +13,9 @@ RGB_BYTES = 3 * 4  # an fp32 RGB pixel
 
 
 class WuerstchenVQDecode:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = "Decodes a Würstchen Stage B latent to an image with the Paella VQGAN (Stage A)."
+    DESCRIPTION += " Deprecated: VAEDecode on Stage A's VAE covers it."
     CATEGORY = "latent/wuerstchen"
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The decoded images.",)
@@ -45,9 +47,11 @@ class WuerstchenVQDecode:
 
 
 class WuerstchenVQEncode:
+    DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     DESCRIPTION = ("Encodes an image to a Würstchen Stage B latent, e.g. to start the decoder sampler from it "
                    "(image-to-image). Set width and height to the prior sampler's: any image is then resized and "
                    "centre-cropped to that size.")
+    DESCRIPTION += " Deprecated: VAEEncode on Stage A's VAE (ImageScale first to resize) covers it."
     CATEGORY = "latent/wuerstchen"
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Stage B latent of the image.",)

@@ -52,6 +52,15 @@ CORE_NODES = {
                   "outputs": []},
     "LoadImage": {"inputs": {"required": {"image": (["example.png"], {"image_upload": True})}},
                   "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")]},
+    "ImageScale": {"inputs": {"required": {
+        "image": ("IMAGE",), "upscale_method": (["nearest-exact", "bilinear", "area", "bicubic", "lanczos"],),
+        "width": ("INT", {"default": 512}), "height": ("INT", {"default": 512}), "crop": (["disabled", "center"],)}},
+        "outputs": [("IMAGE", "IMAGE")]},
+    "VAEEncode": {"inputs": {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}, "outputs": [("LATENT", "LATENT")]},
+    "StableCascade_EmptyLatentImage": {"inputs": {"required": {
+        "width": ("INT", {"default": 1024}), "height": ("INT", {"default": 1024}),
+        "compression": ("INT", {"default": 42}), "batch_size": ("INT", {"default": 1})}},
+        "outputs": [("stage_c", "LATENT"), ("stage_b", "LATENT")]},
 }
 
 
@@ -175,38 +184,39 @@ def draw_graph(ui: dict, path: Path) -> None:
     image.save(path, quality=90)
 
 
+PROMPT = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
+
+
 def text_to_image() -> list[Node]:
-    prompt = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
+    """The two checkpoint loaders, stock CLIPTextEncode and VAEDecode, and the pack's two samplers (the reference's
+    sampler and schedules on the MODELs, through ComfyUI's sampling): 9 nodes."""
     return [
-        Node(1, "WuerstchenPriorLoader", (0, 0), {"prior_name": "wuerstchen-prior", "weight_dtype": "auto"}),
-        Node(2, "WuerstchenTextEncoderLoader", (0, 200), {"clip_name": "wuerstchen-prior", "weight_dtype": "auto"},
-             "Prior text encoder (CLIP-bigG)"),
-        Node(3, "WuerstchenTextEncode", (380, 120), {"text_encoder": (2, 0), "text": prompt}, "Prior positive"),
-        Node(4, "WuerstchenTextEncode", (380, 380), {"text_encoder": (2, 0), "text": ""}, "Prior negative"),
+        Node(1, "WuerstchenPriorCheckpointLoader", (0, 0), {"folder": "wuerstchen-prior", "weight_dtype": "auto"}),
+        Node(2, "WuerstchenDecoderCheckpointLoader", (0, 600), {"folder": "wuerstchen", "weight_dtype": "auto"}),
+        Node(3, "CLIPTextEncode", (380, 0), {"text": PROMPT, "clip": (1, 1)}, "Prior positive"),
+        Node(4, "CLIPTextEncode", (380, 260), {"text": "", "clip": (1, 1)}, "Prior negative"),
         Node(5, "WuerstchenPriorSampler", (760, 0), {
             "prior": (1, 0), "positive": (3, 0), "negative": (4, 0), "seed": 42, "steps": 29, "schedule": "reference",
             "cfg": 4.0, "width": 1024, "height": 1024, "batch_size": 1, "denoise": 1.0}),
-        Node(6, "WuerstchenDecoderLoader", (0, 600), {"decoder_name": "wuerstchen", "weight_dtype": "auto"}),
-        Node(7, "WuerstchenTextEncoderLoader", (0, 800), {"clip_name": "wuerstchen", "weight_dtype": "auto"},
-             "Decoder text encoder (CLIP-ViT-H)"),
-        Node(8, "WuerstchenTextEncode", (380, 720), {"text_encoder": (7, 0), "text": prompt}, "Decoder positive"),
+        Node(8, "CLIPTextEncode", (380, 600), {"text": PROMPT, "clip": (2, 1)}, "Decoder positive"),
         Node(9, "WuerstchenDecoderSampler", (1140, 320), {
-            "decoder": (6, 0), "positive": (8, 0), "prior_latent": (5, 0), "seed": 42, "steps": 12, "cfg": 0.0,
+            "decoder": (2, 0), "positive": (8, 0), "prior_latent": (5, 0), "seed": 42, "steps": 12, "cfg": 0.0,
             "denoise": 1.0}),
-        Node(10, "WuerstchenVQGANLoader", (760, 760), {"vqgan_name": "wuerstchen", "weight_dtype": "auto"}),
-        Node(11, "WuerstchenVQDecode", (1520, 320), {"vqgan": (10, 0), "samples": (9, 0)}),
-        Node(12, "SaveImage", (1880, 320), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
+        Node(11, "VAEDecode", (1520, 320), {"samples": (9, 0), "vae": (2, 2)}),
+        Node(12, "SaveImage", (1800, 320), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
     ]
 
 
 def image_to_image() -> list[Node]:
-    """The decoder re-draws a VQ-encoded image under the prior's guidance; denoise sets how much changes."""
+    """The decoder re-draws an image (resized, centre-cropped and encoded by Stage A) under the prior's guidance;
+    denoise sets how much changes."""
     nodes = {n.id: n for n in text_to_image()}
     nodes[5].inputs.update(width=512, height=512)
-    nodes[13] = Node(13, "LoadImage", (760, 960), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "WuerstchenVQEncode", (1140, 860), {"vqgan": (10, 0), "image": (13, 0), "width": 512,
-                                                             "height": 512})
-    nodes[9].inputs.update(latent=(14, 0), denoise=0.6)
+    nodes[13] = Node(13, "LoadImage", (380, 900), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "ImageScale", (760, 900), {"image": (13, 0), "upscale_method": "bilinear", "width": 512,
+                                                    "height": 512, "crop": "center"}, "Resize to the prior's size")
+    nodes[15] = Node(15, "VAEEncode", (1140, 860), {"pixels": (14, 0), "vae": (2, 2)})
+    nodes[9].inputs.update(latent=(15, 0), denoise=0.6)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_img2img"
     return [nodes[i] for i in sorted(nodes)]
 
@@ -217,17 +227,14 @@ def image_variation() -> list[Node]:
     prompt = "a bright yellow sun over a smooth colourful gradient, soft light, digital art"
     nodes = {n.id: n for n in text_to_image()}
     nodes[3].inputs["text"] = nodes[8].inputs["text"] = prompt
-    nodes[13] = Node(13, "LoadImage", (380, 960), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "WuerstchenEfficientNetLoader", (0, 1000), {"effnet_name": "model_v2_stage_b.pt",
-                                                                     "weight_dtype": "auto"})
-    nodes[15] = Node(15, "WuerstchenEfficientNetEncode", (760, 960), {"effnet": (14, 0), "image": (13, 0),
+    nodes[13] = Node(13, "LoadImage", (380, 900), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "WuerstchenVAELoader", (0, 1000), {"vqgan_name": "model_v2_stage_b.pt",
+                                                            "weight_dtype": "auto"}, "EfficientNet encoder (VAE)")
+    nodes[15] = Node(15, "WuerstchenEfficientNetEncode", (760, 900), {"effnet": (14, 0), "image": (13, 0),
                                                                       "width": 1024, "height": 1024})
     nodes[5].inputs.update(latent=(15, 0), denoise=0.7)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_variation"
     return [nodes[i] for i in sorted(nodes)]
-
-
-PROMPT = "an oil painting of a cozy cabin in a snowy forest at dusk, warm light in the windows"
 
 
 def native_common() -> dict[int, Node]:
@@ -240,7 +247,8 @@ def native_common() -> dict[int, Node]:
         Node(4, "CLIPTextEncode", (380, 260), {"text": "", "clip": (1, 1)}, "Prior negative"),
         Node(5, "CLIPTextEncode", (380, 600), {"text": PROMPT, "clip": (2, 1)}, "Decoder positive"),
         Node(6, "CLIPTextEncode", (380, 860), {"text": "", "clip": (2, 1)}, "Decoder negative"),
-        Node(7, "WuerstchenEmptyLatent", (0, 400), {"width": 1024, "height": 1024, "batch_size": 1}),
+        Node(7, "StableCascade_EmptyLatentImage", (0, 400), {"width": 1024, "height": 1024, "compression": 42,
+                                                             "batch_size": 1}),
         Node(20, "SaveImage", (2280, 400), {"images": (19, 0), "filename_prefix": "wuerstchen_native"}),
     ]}
 
@@ -269,19 +277,18 @@ def native_reference() -> list[Node]:
         Node(8, "RandomNoise", (760, 0), {"noise_seed": 42}),
         Node(9, "CFGGuider", (760, 160), {"model": (1, 0), "positive": (3, 0), "negative": (4, 0), "cfg": 4.0},
              "CFGGuider (prior, cfg 4)"),
-        Node(10, "WuerstchenSampler", (760, 380), {}),
-        Node(11, "WuerstchenSigmas", (760, 480), {"steps": 29, "schedule": "reference", "denoise": 1.0},
-             "Würstchen Sigmas (prior, 29-step reference)"),
+        Node(10, "WuerstchenSampler", (760, 380), {"steps": 29, "schedule": "reference", "denoise": 1.0},
+             "Würstchen DDPM Sampler (prior, 29-step reference)"),
         Node(12, "SamplerCustomAdvanced", (1140, 0), {"noise": (8, 0), "guider": (9, 0), "sampler": (10, 0),
-                                                      "sigmas": (11, 0), "latent_image": (7, 0)},
+                                                      "sigmas": (10, 1), "latent_image": (7, 0)},
              "SamplerCustomAdvanced (prior, Stage C)"),
         Node(13, "StableCascade_StageB_Conditioning", (1140, 400), {"conditioning": (5, 0), "stage_c": (12, 0)}),
         Node(14, "CFGGuider", (1520, 560), {"model": (2, 0), "positive": (13, 0), "negative": (6, 0), "cfg": 1.0},
              "CFGGuider (decoder, unguided)"),
-        Node(15, "WuerstchenSigmas", (1520, 760), {"steps": 12, "schedule": "linear", "denoise": 1.0},
-             "Würstchen Sigmas (decoder, 12 linear)"),
-        Node(16, "SamplerCustomAdvanced", (1900, 400), {"noise": (8, 0), "guider": (14, 0), "sampler": (10, 0),
-                                                        "sigmas": (15, 0), "latent_image": (7, 1)},
+        Node(15, "WuerstchenSampler", (1520, 760), {"steps": 12, "schedule": "linear", "denoise": 1.0},
+             "Würstchen DDPM Sampler (decoder, 12 linear)"),
+        Node(16, "SamplerCustomAdvanced", (1900, 400), {"noise": (8, 0), "guider": (14, 0), "sampler": (15, 0),
+                                                        "sigmas": (15, 1), "latent_image": (7, 1)},
              "SamplerCustomAdvanced (decoder, Stage B)"),
         Node(19, "VAEDecode", (2280, 200), {"samples": (16, 0), "vae": (2, 2)}),
     ]})

@@ -4,8 +4,9 @@
     python scripts/run_workflow.py example_workflows/api/wuerstchen_text_to_image.json --demo   # tiny random models: noise
 
 Workflows of this pack's own nodes need no ComfyUI: SaveImage, PreviewImage and LoadImage are small stand-ins with
-the same inputs and outputs, and models are looked up in the folders named by WUERSTCHEN_MODEL_DIRS
-(os.pathsep-separated). Workflows with ComfyUI's stock nodes (KSampler, VAEDecode, LoraLoaderModelOnly, ...) run
+the same inputs and outputs, as are CLIPTextEncode and VAEDecode on the pack's text encoders and Stage A (the pack's
+own encoding and decoding, which ComfyUI's nodes equal), and models are looked up in the folders named by
+WUERSTCHEN_MODEL_DIRS (os.pathsep-separated). Workflows with other stock nodes (KSampler, LoraLoaderModelOnly, ...) run
 with ComfyUI's modules imported in this process, from the checkout --comfyui or COMFYUI_DIR names, else the newest
 one vendored in ../shared/vendor/ beside the repository; this Python then needs ComfyUI's requirements, and models are
 also looked up in that checkout's model folders. With --demo, tiny random-weight models are written to a temporary
@@ -33,8 +34,11 @@ from workflow_overrides import add_override_arguments, apply_overrides, load_wor
 
 OUTPUT_NODES = {"SaveImage", "PreviewImage"}
 STAND_INS = OUTPUT_NODES | {"LoadImage"}
+ENGINE_STAND_INS = {"CLIPTextEncode", "VAEDecode"}  # without ComfyUI only: ComfyUI's own when it is imported
 MODEL_DIRS_ENV = "WUERSTCHEN_MODEL_DIRS"
-EFFNET_INPUT = "effnet_name"  # the EfficientNet Loader and the EfficientNet VAE Loader
+# What uses the EfficientNet encoder: its loaders' input, Image Encode's input (a VAE Loader on model_v2_stage_b.pt
+# feeds it) and the stock Stage C encode node.
+EFFNET_USES = ("effnet_name", "effnet", "StableCascade_StageC_VAEEncode")
 
 
 class CannotRun(RuntimeError):
@@ -86,6 +90,26 @@ class LoadImage:
         return pixels[..., :3], 1.0 - pixels[..., 3]
 
 
+def engine_stand_ins(pack_nodes: dict) -> dict:
+    """CLIPTextEncode and VAEDecode for a run without ComfyUI: the pack's encoding of a prompt with a Würstchen text
+    encoder and its decoding of a Stage B latent with Stage A, which ComfyUI's nodes give too (tested in
+    tests/comfyui)."""
+
+    class CLIPTextEncode:
+        FUNCTION = "encode"
+
+        def encode(self, clip, text):
+            return pack_nodes["WuerstchenTextEncode"]().encode(clip, text)
+
+    class VAEDecode:
+        FUNCTION = "decode"
+
+        def decode(self, samples, vae):
+            return pack_nodes["WuerstchenVQDecode"]().decode(vae, samples)
+
+    return {"CLIPTextEncode": CLIPTextEncode, "VAEDecode": VAEDecode}
+
+
 def execute(prompt: dict, make) -> dict:
     """Run every output node's ancestry once, in dependency order; ``make(class_type)`` gives a node instance.
     Returns each run node's output by id; a node's error comes back as NodeFailed naming the node."""
@@ -117,7 +141,8 @@ def execute(prompt: dict, make) -> dict:
 def run_workflow(prompt: dict, output_dir: Path, nodes: dict | None = None) -> list[Path]:
     """Run the workflow; returns the saved image paths. ``nodes`` maps class_type → node class or factory (default:
     this pack's nodes); SaveImage, PreviewImage and LoadImage are always the stand-ins above."""
-    nodes = import_pack().NODE_CLASS_MAPPINGS if nodes is None else nodes
+    if nodes is None:
+        nodes = {**import_pack().NODE_CLASS_MAPPINGS, **engine_stand_ins(import_pack().NODE_CLASS_MAPPINGS)}
     save = SaveImage(output_dir, prompt)
 
     def make(class_type):
@@ -136,14 +161,16 @@ def run_workflow(prompt: dict, output_dir: Path, nodes: dict | None = None) -> l
 
 def stock_nodes(prompt: dict) -> list[str]:
     """The workflow's node types that are ComfyUI's own (neither this pack's nor a stand-in)."""
-    return sorted({node["class_type"] for node in prompt.values()} - set(import_pack().NODE_CLASS_MAPPINGS) - STAND_INS)
+    return sorted({node["class_type"] for node in prompt.values()} - set(import_pack().NODE_CLASS_MAPPINGS) - STAND_INS
+                  - ENGINE_STAND_INS)
 
 
 def node_classes(prompt: dict, comfyui: str | None) -> tuple[dict, bool]:
     """(class_type → node factory, whether ComfyUI is imported): ComfyUI's modules only where the workflow needs them."""
     stock = stock_nodes(prompt)
     if not stock:
-        return import_pack().NODE_CLASS_MAPPINGS, False
+        pack_nodes = import_pack().NODE_CLASS_MAPPINGS
+        return {**pack_nodes, **engine_stand_ins(pack_nodes)}, False
     checkout = find_checkout(comfyui)
     if checkout is None:
         raise CannotRun(f"this workflow uses ComfyUI's nodes ({', '.join(stock)}), so it runs with ComfyUI's modules "
@@ -173,7 +200,7 @@ def model_folders(prompt: dict, demo: bool, in_comfyui: bool):
         if demo:
             from demo_checkpoints import write_comfyui_demo_models
             models = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            write_comfyui_demo_models(models, effnet=uses(prompt, EFFNET_INPUT), lora=uses(prompt, "lora_name"))
+            write_comfyui_demo_models(models, effnet=uses(prompt, *EFFNET_USES), lora=uses(prompt, "lora_name"))
             print("demo mode: tiny random-weight models, so the images are noise", flush=True)
             folders = {"wuerstchen": [models / "wuerstchen"], "loras": [models / "loras"]}
         else:
@@ -209,7 +236,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     prompt = apply_overrides(load_workflow(args.workflow), args)
     try:
-        if args.demo and uses(prompt, EFFNET_INPUT):
+        if args.demo and uses(prompt, *EFFNET_USES):
             from demo_checkpoints import torchvision_problem
             if problem := torchvision_problem():
                 raise CannotRun(problem)

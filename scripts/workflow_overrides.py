@@ -40,20 +40,21 @@ TEXT_INPUTS = {"WuerstchenTextEncode": "text", "CLIPTextEncode": "text"}
 CONDITIONING_ROLES = {"positive": "positive", "negative": "negative", "cond1": "positive", "cond2": "positive"}
 SEED_INPUTS = {"WuerstchenPriorSampler": "seed", "WuerstchenDecoderSampler": "seed", "KSampler": "seed",
                "KSamplerAdvanced": "noise_seed", "SamplerCustom": "noise_seed", "RandomNoise": "noise_seed"}
-SIZE_NODES = {"WuerstchenPriorSampler", "WuerstchenEmptyLatent"}  # width, height and batch_size of the image
+EFFNET_USERS = {"WuerstchenEfficientNetEncode", "StableCascade_StageC_VAEEncode"}
+SIZE_NODES = {"WuerstchenPriorSampler", "WuerstchenEmptyLatent", "StableCascade_EmptyLatentImage"}  # width, height and batch_size of the image
 # Nodes that size an input image to the prior's width × height; they follow --width/--height (0 keeps the image's).
-IMAGE_ENCODERS = {"WuerstchenVQEncode", "WuerstchenEfficientNetEncode"}
+IMAGE_ENCODERS = {"WuerstchenVQEncode", "WuerstchenEfficientNetEncode", "ImageScale"}
 STEPS_NODES = {"WuerstchenPriorSampler", "WuerstchenDecoderSampler", "KSampler", "KSamplerAdvanced",
-               "WuerstchenSigmas", "BasicScheduler"}
+               "WuerstchenSigmas", "WuerstchenSampler", "BasicScheduler"}
 PRIMITIVE_VALUES = ("value", "seed", "noise_seed", "text", "string", "int")  # a linked value's literal on its source
 # What each option looks for, for the error when a workflow has none of it.
 TARGETS = {
     "prompt": "text node (Würstchen Text Encode, CLIPTextEncode) wired to a positive input",
     "negative": "text node (Würstchen Text Encode, CLIPTextEncode) wired to a negative input",
     "seed": "seed (Würstchen sampler, KSampler, SamplerCustom, RandomNoise)",
-    "width": "image size (Würstchen Prior Sampler, Würstchen Empty Latent)",
-    "height": "image size (Würstchen Prior Sampler, Würstchen Empty Latent)",
-    "batch_size": "batch size (Würstchen Prior Sampler, Würstchen Empty Latent)",
+    "width": "image size (Würstchen Prior Sampler, an empty latent)",
+    "height": "image size (Würstchen Prior Sampler, an empty latent)",
+    "batch_size": "batch size (Würstchen Prior Sampler, an empty latent)",
     "steps": "steps of the prior (its sampler, a KSampler on the prior's model, Würstchen Sigmas feeding one)",
     "decoder_steps": "steps of the decoder (its sampler, a KSampler on the decoder's model, Würstchen Sigmas)",
     "image": "LoadImage node",
@@ -192,6 +193,9 @@ def model_option(prompt: dict, node_id: str) -> str | None:
     class_type = prompt[node_id]["class_type"]
     if class_type in TEXT_ENCODER_LOADERS:
         return MODEL_OPTIONS.get(("text_encoder", text_encoder_stage(prompt, node_id)))
+    if class_type == "WuerstchenVAELoader" and any(name == "effnet" or prompt[target]["class_type"] in EFFNET_USERS
+                                                   for target, name in _consumers(prompt, node_id)):
+        return "effnet"  # this VAE Loader loads the EfficientNet encoder (from model_v2_stage_b.pt)
     return MODEL_OPTIONS.get(class_type)
 
 

@@ -45,8 +45,11 @@ def test_every_model_a_template_loads_is_there_under_its_name(workflow, models, 
     monkeypatch.setenv("WUERSTCHEN_MODEL_DIRS", str(models / "wuerstchen"))  # what the loaders list outside ComfyUI
     checked = 0
     for node in json.loads((EXAMPLES / "api" / workflow).read_text()).values():
-        if node["class_type"] == "WuerstchenEfficientNetLoader" and not HAS_TORCHVISION:
-            assert not (models / "wuerstchen" / node["inputs"]["effnet_name"]).exists()  # --no-effnet
+        inputs = node["inputs"]  # the EfficientNet's file, through its loader or the VAE Loader
+        effnet = inputs.get("effnet_name") or (inputs.get("vqgan_name") if node["class_type"] == "WuerstchenVAELoader"
+                                              and inputs.get("vqgan_name") == "model_v2_stage_b.pt" else None)
+        if effnet and not HAS_TORCHVISION:
+            assert not (models / "wuerstchen" / effnet).exists()  # --no-effnet
             continue
         if node["class_type"] == "LoraLoaderModelOnly":  # ComfyUI's own loader: models/loras
             assert is_demo(models / "loras" / node["inputs"]["lora_name"])

@@ -12,6 +12,8 @@ from core import resize_and_crop, to_rgb, vq_encode
 from core.image_prep import cover_size
 from pack import EXAMPLES, NODES, run_workflow
 
+SAVED = EXAMPLES.parent / "tests" / "fixtures" / "saved_workflows"  # VQ Encode and the EfficientNet Loader
+
 
 def load(node_id, name):
     return getattr(NODES[node_id](), NODES[node_id].FUNCTION)(name, "auto")[0]
@@ -65,7 +67,7 @@ def test_to_rgb_accepts_gray_rgb_rgba_and_refuses_the_rest():
 # ---------------------------------------------------------------- VQ Encode through the nodes
 
 def run_img2img(image_path, size, tmp_path):
-    prompt = json.loads((EXAMPLES / "api" / "wuerstchen_image_to_image.json").read_text())
+    prompt = json.loads((SAVED / "api" / "wuerstchen_image_to_image.json").read_text())
     overrides = dict(prompt=None, negative=None, seed=2, width=size, height=size, batch_size=None,
                      image=str(image_path))
     prompt = run_workflow.apply_overrides(prompt, argparse.Namespace(**overrides))
@@ -133,12 +135,12 @@ def test_overrides_size_the_image_encoders_and_name_the_encoder_file():
     run_workflow.add_override_arguments(parser)
     args = parser.parse_args(["x.json", "--width", "512", "--height", "384", "--effnet", "effnet_v2.safetensors"])
     variation = run_workflow.apply_overrides(
-        json.loads((EXAMPLES / "api" / "wuerstchen_image_variation.json").read_text()), args)
+        json.loads((SAVED / "api" / "wuerstchen_image_variation.json").read_text()), args)
     by_type = {node["class_type"]: node["inputs"] for node in variation.values()}
     assert (by_type["WuerstchenEfficientNetEncode"]["width"], by_type["WuerstchenEfficientNetEncode"]["height"]) == \
         (by_type["WuerstchenPriorSampler"]["width"], by_type["WuerstchenPriorSampler"]["height"]) == (512, 384)
     assert by_type["WuerstchenEfficientNetLoader"]["effnet_name"] == "effnet_v2.safetensors"
-    img2img = json.loads((EXAMPLES / "api" / "wuerstchen_image_to_image.json").read_text())
+    img2img = json.loads((SAVED / "api" / "wuerstchen_image_to_image.json").read_text())
     with pytest.raises(SystemExit, match="--effnet"):  # image-to-image has no EfficientNet loader: not silence
         run_workflow.apply_overrides(img2img, args)
     args.effnet = None

@@ -77,18 +77,25 @@ def test_loaders_list_the_demo_folders_that_hold_their_component(model_dirs):
         assert NODES[node].INPUT_TYPES()["required"][input_name][0] == expected, node
 
 
-def run_example(name, **overrides):
+SAVED = EXAMPLES.parent / "tests" / "fixtures" / "saved_workflows"  # examples as saved before the unified loaders
+
+
+def run_example(name, folder=EXAMPLES, **overrides):
     import argparse
-    prompt = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
+    prompt = json.loads((folder / "api" / f"{name}.json").read_text())
     defaults = dict(prompt=None, negative=None, seed=None, width=None, height=None, batch_size=None, image=None)
     return run_workflow.apply_overrides(prompt, argparse.Namespace(**{**defaults, **overrides}))
 
 
-@pytest.mark.parametrize("name,size,batch", [("wuerstchen_text_to_image", (384, 256), 2),
-                                             ("wuerstchen_image_to_image", (512, 512), 1)])
-def test_api_examples_run_end_to_end(name, size, batch, model_dirs, tmp_path):
+@pytest.mark.parametrize("name,folder,size,batch", [("wuerstchen_text_to_image", EXAMPLES, (384, 256), 2),
+                                                    ("wuerstchen_text_to_image", SAVED, (256, 256), 1),
+                                                    ("wuerstchen_image_to_image", SAVED, (512, 512), 1)],
+                         ids=["text_to_image", "saved_text_to_image", "saved_image_to_image"])
+def test_api_examples_run_end_to_end(name, folder, size, batch, model_dirs, tmp_path):
+    """Without ComfyUI: the pack's nodes on engine models (CLIPTextEncode and VAEDecode by run_workflow's
+    stand-ins), today's examples and those saved before."""
     from PIL import Image
-    prompt = run_example(name, width=size[0], height=size[1], batch_size=batch, seed=3)
+    prompt = run_example(name, folder, width=size[0], height=size[1], batch_size=batch, seed=3)
     saved = run_workflow.run_workflow(prompt, tmp_path)
     assert len(saved) == batch
     for path in saved:
@@ -180,10 +187,10 @@ def test_wiring_mistakes_give_one_line_node_errors(staged):
          "use that stage's text encoder"),
         (lambda: decoder_sample(staged["decoder"], staged["decoder_cond"], staged["stage_b"], seed=0, steps=1, cfg=0.0),
          "needs a Stage C latent"),
-        (lambda: NODES["WuerstchenVQDecode"]().decode(staged["vqgan"], {"samples": torch.zeros(1, 4, 32, 32)}),
+        (lambda: NODES["WuerstchenVQDecode"]().decode(staged["vqgan"], {"samples": torch.zeros(1, 8, 32, 32)}),
          "comes from another model family"),
         (lambda: prior_sample(staged, positive=[[torch.zeros(1, 77, 48), {"pooled_output": None}]]),
-         "was not made by a Würstchen Text Encode node"),
+         "was not made with a Würstchen text encoder"),
         (lambda: prior_sample(staged, width=1000), "width=1000 is not supported"),
         (lambda: NODES["WuerstchenPriorSampler"]().sample(staged["decoder"], staged["prior_cond"], staged["prior_neg"],
                                                          0, 2, "reference", 4.0, 256, 256, 1),
@@ -244,9 +251,12 @@ def test_model_list_has_files_and_folders_but_not_their_contents(tmp_path, monke
         ["wuerstchen", "wuerstchen-prior"]  # a text encoder needs its folder with the tokenizer, not a lone file
 
 
-def test_native_nodes_say_they_need_comfyui_outside_it(model_dirs):
-    with pytest.raises(RuntimeError, match="needs ComfyUI"):
-        NODES["WuerstchenPriorModelLoader"]().load("wuerstchen-prior")
+def test_loaders_give_engine_models_outside_comfyui_and_the_sampler_node_says_it_needs_it(model_dirs):
+    (prior,) = NODES["WuerstchenPriorModelLoader"]().load("wuerstchen-prior")
+    assert prior.kind == "prior" and isinstance(prior.module, torch.nn.Module)
+    model, clip = NODES["WuerstchenPriorCheckpointLoader"]().load("wuerstchen-prior")
+    assert (model.kind, clip.kind) == ("prior", "text_encoder")
+    assert NODES["WuerstchenCLIPLoader"]().load("wuerstchen")[0].kind == "text_encoder"
     with pytest.raises(RuntimeError, match="needs ComfyUI"):
         NODES["WuerstchenSampler"]().get_sampler()
 

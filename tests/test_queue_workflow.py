@@ -17,7 +17,7 @@ import pytest
 import queue_workflow as qw
 from pack import EXAMPLES, ROOT
 
-T2I = EXAMPLES / "api" / "wuerstchen_text_to_image.json"
+T2I = ROOT / "tests" / "fixtures" / "saved_workflows" / "api" / "wuerstchen_text_to_image.json"  # five loaders
 LORA = EXAMPLES / "api" / "wuerstchen_native_prior_lora.json"
 SERVER_MODELS = {"WuerstchenPriorLoader": ["my-prior", "wuerstchen-prior"],
                  "WuerstchenDecoderLoader": ["my-decoder"],

@@ -30,6 +30,11 @@ def example(name: str) -> dict:
     return load_workflow(API / f"{name}.json")
 
 
+def saved(name: str) -> dict:
+    """An example as saved before the unified loaders (five component loaders, Würstchen Text Encode)."""
+    return load_workflow(API.parent.parent / "tests" / "fixtures" / "saved_workflows" / "api" / f"{name}.json")
+
+
 def values(prompt: dict, class_type: str, input_name: str) -> list:
     return [node["inputs"][input_name] for node in prompt.values()
             if node["class_type"] == class_type and input_name in node["inputs"]]
@@ -49,12 +54,13 @@ def stage_of_steps(prompt: dict) -> dict:
     for node_id, node in prompt.items():
         if node["class_type"] in ("KSampler", "WuerstchenPriorSampler", "WuerstchenDecoderSampler"):
             owner = node_id
-        elif node["class_type"] == "WuerstchenSigmas":
-            owner = next(other for other, n in prompt.items() if n["inputs"].get("sigmas") == [node_id, 0])
+        elif node["class_type"] in ("WuerstchenSigmas", "WuerstchenSampler"):  # the sampler's SIGMAS: output 1
+            owner = next(other for other, n in prompt.items() if n["inputs"].get("sigmas") in ([node_id, 0],
+                                                                                              [node_id, 1]))
         else:
             continue
         kind = prompt[owner]["class_type"]
-        if kind == "KSampler" or node["class_type"] == "WuerstchenSigmas":
+        if kind == "KSampler" or node["class_type"] in ("WuerstchenSigmas", "WuerstchenSampler"):
             kind = loader_class(owner if kind == "KSampler" else str(prompt[owner]["inputs"]["guider"][0]))
         found[node_id] = "prior" if "Prior" in kind else "decoder"
     return {node_id: (stage, prompt[node_id]["inputs"]["steps"]) for node_id, stage in found.items()}
@@ -70,10 +76,10 @@ def test_the_common_options_reach_every_example(name):
              + values(changed, "KSampler", "seed") + values(changed, "RandomNoise", "noise_seed"))
     assert seeds and set(seeds) == {7}
     sized = [node["inputs"] for node in changed.values()
-             if node["class_type"] in ("WuerstchenPriorSampler", "WuerstchenEmptyLatent")]
+             if node["class_type"] in ("WuerstchenPriorSampler", "WuerstchenEmptyLatent", "StableCascade_EmptyLatentImage")]
     assert len(sized) == 1 and (sized[0]["width"], sized[0]["height"], sized[0]["batch_size"]) == (256, 384, 2)
     for node in changed.values():  # the image encode nodes resize the input image to the same size
-        if node["class_type"] in ("WuerstchenVQEncode", "WuerstchenEfficientNetEncode"):
+        if node["class_type"] in ("WuerstchenVQEncode", "WuerstchenEfficientNetEncode", "ImageScale"):
             assert (node["inputs"]["width"], node["inputs"]["height"]) == (256, 384)
     steps = stage_of_steps(changed)
     assert {stage for stage, _ in steps.values()} == {"prior", "decoder"}
@@ -152,7 +158,7 @@ def test_stock_text_nodes_and_linked_seeds_are_set():
 
 def both_stages_workflow():
     """One Text Encode (Both Stages) node feeding both samplers; loader 21 feeds the prior, 22 the decoder."""
-    prompt = example("wuerstchen_text_to_image")
+    prompt = saved("wuerstchen_text_to_image")
     for node_id in ("3", "4", "8", "2", "7"):
         del prompt[node_id]
     prompt["21"] = {"class_type": "WuerstchenTextEncoderLoader", "inputs": {"clip_name": "a", "weight_dtype": "auto"}}
@@ -174,7 +180,7 @@ def test_both_stages_node_gets_the_prompts_and_its_loaders_their_stage():
 
 
 def test_text_encoder_loaders_are_told_apart_by_what_they_feed():
-    prompt = relabelled(example("wuerstchen_text_to_image"), 5)
+    prompt = relabelled(saved("wuerstchen_text_to_image"), 5)
     changed = apply_overrides(prompt, options("--prior-text-encoder", "P", "--decoder-text-encoder", "D",
                                               "--vqgan", "V"))
     assert values(changed, "WuerstchenVQGANLoader", "vqgan_name") == ["V"]

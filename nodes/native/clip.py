@@ -24,7 +24,7 @@ import comfy.supported_models_base
 import folder_paths
 import torch
 
-from ...core import DTYPE_NAMES, MAX_LENGTH, TEXT_ENCODER_WIDTHS, load_text_encoder, text_encoder_stage
+from ...core import DTYPE_NAMES, MAX_LENGTH, checked_text_encoder_stage, load_text_encoder
 from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation
 from ..comfy_bridge import intermediate_device, placement, show_text
 from ..wiring import TEXT_WIDTH_KEY, make_conditioning
@@ -153,7 +153,7 @@ def load_clip(path, weight_dtype: str = "auto", stage: str | None = None) -> com
     encoder = load_text_encoder(path, dtype=dtype)
     config = encoder.model.config
     check_config(config)
-    stage = checked_stage(config.hidden_size, stage)
+    stage = checked_text_encoder_stage(config.hidden_size, stage)
     state_dict = comfy_state_dict(encoder.model)
     clip = comfy.sd.CLIP(clip_target(config, encoder.tokenizer, stage),
                          embedding_directory=folder_paths.get_folder_paths("embeddings"),
@@ -190,17 +190,8 @@ def check_config(config) -> None:
     elif config.max_position_embeddings != MAX_LENGTH:
         problem = f"max_position_embeddings {config.max_position_embeddings} (it needs {MAX_LENGTH})"
     if problem:
-        raise ValueError(f"text_encoder/config.json: ComfyUI's CLIP cannot run {problem}; load this encoder with "
-                         "Würstchen Text Encoder Loader instead")
-
-
-def checked_stage(width: int, stage: str | None) -> str | None:
-    """The stage a released encoder serves; ``stage`` when the width does not tell (not a released encoder)."""
-    by_width = text_encoder_stage(width)
-    if stage is not None and by_width not in (None, stage):
-        raise ValueError(f"text encoder: this {width}-wide encoder is the {by_width}'s; the {stage} needs its own "
-                         f"({TEXT_ENCODER_WIDTHS[stage]} wide, in the {stage}'s pipeline folder)")
-    return by_width or stage
+        raise ValueError(f"text_encoder/config.json: ComfyUI's CLIP cannot run {problem}; the released "
+                         "Würstchen v2 text encoders all run")
 
 
 def special_tokens(tokenizer) -> dict:

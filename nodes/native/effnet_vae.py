@@ -23,7 +23,7 @@ from .comfy_compat import init_vae_defaults
 
 ENCODE_ONLY = ("vae: this is the Würstchen EfficientNet encoder, which only encodes images to Stage C latents "
                "(StableCascade_StageC_VAEEncode); decode Stage B latents with Stage A's VAE (Würstchen Decoder "
-               "Checkpoint Loader or VAE Loader)")
+               "Checkpoint Loader, or VAE Loader on the VQGAN)")
 
 
 class EfficientNetStage(torch.nn.Module):
@@ -75,7 +75,7 @@ def resident_encoder(vae, memory_required: int):
     """(encoder, dtype, device) of the EfficientNet VAE, loaded by ComfyUI with ``memory_required`` bytes beside it,
     for Würstchen Image Encode's exact reference path."""
     if getattr(vae, "IS_WUERSTCHEN_EFFNET", False) is not True:
-        raise ValueError(f"effnet: this {type(vae).__name__} is not the Würstchen EfficientNet encoder; load it with "
-                         f"Würstchen EfficientNet VAE Loader")
+        raise ValueError(f"effnet: this {type(vae).__name__} is not the Würstchen EfficientNet encoder; load "
+                         f"model_v2_stage_b.pt with Würstchen VAE Loader")
     comfy.model_management.load_models_gpu([vae.patcher], memory_required=memory_required)
     return vae.first_stage_model.encoder, vae.vae_dtype, vae.device

@@ -19,8 +19,8 @@ from ..wiring import STAGE_NAMES
 OTHER = {"prior": "decoder", "decoder": "prior"}
 LATENT_STAGE = {stage: STAGES[stage].letter for stage in OTHER}
 CHANNELS = {stage: STAGES[stage].latent_channels for stage in OTHER}
-START = {"prior": "start from Würstchen Empty Latent's stage_c output",
-         "decoder": "start from Würstchen Empty Latent's stage_b output"}
+EMPTY_LATENT = "StableCascade_EmptyLatentImage (compression 42)"
+START = {"prior": f"start from {EMPTY_LATENT}'s stage_c output", "decoder": f"start from {EMPTY_LATENT}'s stage_b output"}
 STAGE_C_GOES = {"prior": "", "decoder": " (a Stage C latent goes to StableCascade_StageB_Conditioning's stage_c)"}
 STAGE_C_INPUT = "stable_cascade_prior"  # where StableCascade_StageB_Conditioning puts its stage_c
 ADD_STAGE_C = ("add StableCascade_StageB_Conditioning between the decoder's text encode and the sampler, its stage_c "
@@ -87,16 +87,16 @@ def check_latent(model, latent: torch.Tensor, latent_image: torch.Tensor | None)
     multiple = getattr(model.diffusion_model, "latent_multiple", 1)
     if stage == "decoder" and off_multiple(sides, multiple):
         raise ValueError(f"latent_image: the Würstchen decoder needs Stage B latent sides that are multiples of "
-                         f"{multiple}, got {sides}; use the stage_b output of Würstchen Empty Latent")
+                         f"{multiple}, got {sides}; use the stage_b output of {EMPTY_LATENT}")
 
 
 def found_latent(stage: str, channels: int, empty: bool) -> str:
     """What a latent of ``channels`` given to ``stage`` most likely is, as the user made it."""
     if stage == "prior" and channels == CHANNELS["decoder"]:
-        return ("an empty 4-channel latent (a stock Empty Latent Image, or Würstchen Empty Latent's stage_b output)"
+        return ("an empty 4-channel latent (a stock Empty Latent Image, or the stage_b output of an empty latent)"
                 if empty else "a 4-channel latent (a Stage B latent, or an SD latent of another model family)")
     if stage == "decoder" and channels == CHANNELS["prior"]:
-        return ("an empty 16-channel latent (Würstchen Empty Latent's stage_c output?)" if empty
+        return ("an empty 16-channel latent (the stage_c output of an empty latent?)" if empty
                 else "a 16-channel latent (a Stage C latent, the prior's output?)")
     return f"a {channels}-channel latent of another model family"
 

@@ -10,7 +10,7 @@ import comfy.samplers
 import torch
 from tqdm.auto import trange
 
-from ...core import SCHEDULES, DDPMWuerstchenScheduler, schedule_timesteps, timestep_grid
+from ...core import DDPMWuerstchenScheduler, schedule_timesteps, timestep_grid
 from .comfy_compat import sampler_model_sampling
 from .model_sampling import sigma_for_ratio
 
