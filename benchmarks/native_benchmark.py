@@ -1,5 +1,7 @@
-"""Side-by-side: the pack's own sampler path against the native MODEL path (ComfyUI's SamplerCustomAdvanced with the
-pack's Würstchen Sigmas / Sampler), same networks, weights, inputs and seed, in one process.
+"""Side-by-side, same networks, weights, inputs and seed, in one process: the pack's Prior / Decoder Sampler nodes on
+the engine's models (how they ran inside ComfyUI before the unified model, and how they run outside it), the same
+nodes on the Würstchen MODEL (through ComfyUI's sampling, as they run inside ComfyUI now), and the stock
+SamplerCustomAdvanced with the pack's DDPM Sampler and its SIGMAS.
 
     COMFYUI_DIR=../shared/vendor/ComfyUI-0.3.64 .venv-comfyui/bin/python benchmarks/native_benchmark.py --size 512
 
@@ -23,8 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts"), str(ROOT / "benchmarks")]
 
 from benchmark import MID, RELEASED, build_models  # noqa: E402
-from core import (DEFAULT_STAGE_C_TIMESTEPS, StageBDecoder, StageCPrior, sample_decoder, sample_prior,  # noqa: E402
-                  stage_b_size, stage_c_size)
+from core import DEFAULT_STAGE_C_TIMESTEPS, StageBDecoder, StageCPrior, stage_b_size, stage_c_size  # noqa: E402
 
 
 def import_comfyui(directory: str):
@@ -88,13 +89,21 @@ def main(argv=None):
     prior_steps = len(DEFAULT_STAGE_C_TIMESTEPS) - 1
     seed = 7
 
-    def pack_path():
-        g = torch.Generator().manual_seed(seed)
-        emb = sample_prior(prior, prior_text, prior_neg, width=args.size, height=args.size, cfg=4.0, generator=g,
-                           timesteps=DEFAULT_STAGE_C_TIMESTEPS, compute_dtype=dtype, device=device)
-        g = torch.Generator().manual_seed(seed)
-        return emb, lambda: sample_decoder(decoder, emb, decoder_text, steps=args.decoder_steps, cfg=0.0,
-                                           generator=g, compute_dtype=dtype, device=device)
+    nodes = pack.NODE_CLASS_MAPPINGS
+    bridge = importlib.import_module(f"{pack.__name__}.nodes.comfy_bridge")
+    wiring = importlib.import_module(f"{pack.__name__}.nodes.wiring")
+    engine_prior = bridge.engine_model("prior", prior, device, dtype)
+    engine_decoder = bridge.engine_model("decoder", decoder, device, dtype)
+    texts = [wiring.make_conditioning(text) for text in (prior_text, prior_neg, decoder_text)]
+
+    def node_path(prior_model, decoder_model):
+        def run():
+            emb = nodes["WuerstchenPriorSampler"]().sample(
+                prior_model, texts[0], texts[1], seed=seed, steps=prior_steps, schedule="reference", cfg=4.0,
+                width=args.size, height=args.size, batch_size=1)[0]
+            return emb["samples"], lambda: nodes["WuerstchenDecoderSampler"]().sample(
+                decoder_model, texts[2], emb, seed=seed, steps=args.decoder_steps, cfg=0.0)[0]["samples"]
+        return run
 
     def custom(model, positive, negative, cfg, sigmas, latent):
         guider = comfy.samplers.CFGGuider(model)
@@ -113,8 +122,9 @@ def main(argv=None):
                                               sampling.reference_sigmas(args.decoder_steps, "linear"),
                                               stage_b)["samples"]
 
-    paths = {"pack sampler (sample_prior / sample_decoder)": pack_path,
-             "MODEL + SamplerCustomAdvanced (Würstchen Sigmas / Sampler)": model_path}
+    paths = {"pack sampler nodes on the engine's models (before)": node_path(engine_prior, engine_decoder),
+             "pack sampler nodes on the MODEL (now)": node_path(prior_model, decoder_model),
+             "MODEL + SamplerCustomAdvanced (Würstchen DDPM Sampler + SIGMAS)": model_path}
     times = {name: ([], []) for name in paths}
     outputs = {}
     with torch.no_grad():
@@ -126,7 +136,7 @@ def main(argv=None):
                 if repeat:
                     times[name][0].append(prior_s / prior_steps)
                     times[name][1].append(decoder_s / args.decoder_steps)
-    (pack_emb, pack_lat), (model_emb, model_lat) = outputs.values()
+    (pack_emb, pack_lat), (model_emb, model_lat), _ = outputs.values()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, {args.device}, {args.dtype}, {'released' if args.released_sizes else 'mid-size'} models, "
           f"{args.size}², prior {prior_steps} steps cfg 4, decoder {args.decoder_steps} steps cfg off, "
@@ -137,8 +147,8 @@ def main(argv=None):
     for name, (prior_t, decoder_t) in times.items():
         p, d = statistics.median(prior_t), statistics.median(decoder_t)
         print(f"| {name} | {p:.4f} ({p / base[0]:.2f}×) | {d:.4f} ({d / base[1]:.2f}×) |")
-    print(f"max |Δ| prior {(pack_emb - model_emb).abs().max():.1e} (of {pack_emb.abs().max():.1e}), "
-          f"decoder {(pack_lat - model_lat).abs().max():.1e}")
+    print(f"nodes on the MODEL against on the engine's models: max |Δ| prior {(pack_emb - model_emb).abs().max():.1e} "
+          f"(of {pack_emb.abs().max():.1e}), decoder {(pack_lat - model_lat).abs().max():.1e}")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def node_factories(pack) -> dict:
     from comfy_extras import nodes_stable_cascade as cascade
     extras = [custom.RandomNoise, custom.CFGGuider, custom.SamplerCustomAdvanced, custom.BasicScheduler,
               custom.KSamplerSelect, custom.SamplerCustom, cascade.StableCascade_StageB_Conditioning,
-              cascade.StableCascade_StageC_VAEEncode]
+              cascade.StableCascade_StageC_VAEEncode, cascade.StableCascade_EmptyLatentImage]
     factories = dict(comfy_nodes.NODE_CLASS_MAPPINGS)
     factories.update({cls.__name__: _v3_factory(cls) if hasattr(cls, "define_schema") else cls for cls in extras})
     factories.update(pack.NODE_CLASS_MAPPINGS)
