@@ -77,13 +77,13 @@ def test_dropped_workflow_loads_and_queues_to_an_image(server, app):
 
     workflow = json.loads((EXAMPLES / f"{NAME}.json").read_text(encoding="utf-8"))
     report = app.drop_workflow(EXAMPLES / f"{NAME}.json")
-    assert report == {"missing": [], "nodes": 12}, f"the frontend reports {report}"
+    assert report == {"missing": [], "nodes": len(workflow["nodes"])}, f"the frontend reports {report}"
     assert not app.dialogs(), app.dialogs()
 
     # Every node as in the file: type, title (the pack's display name where the file sets none), and widget values
     # both as the widgets hold them and as the UI saves them.
     nodes = app.nodes()
-    display = {**PACK.NODE_DISPLAY_NAME_MAPPINGS, "SaveImage": "Save Image"}
+    display = {**PACK.NODE_DISPLAY_NAME_MAPPINGS, "SaveImage": "Save Image", "VAEDecode": "VAE Decode"}
     assert [(n["id"], n["type"], n["title"]) for n in nodes] == \
            [(n["id"], n["type"], n.get("title") or display[n["type"]])
             for n in sorted(workflow["nodes"], key=lambda n: n["id"])]
@@ -132,7 +132,7 @@ def test_dropped_workflow_loads_and_queues_to_an_image(server, app):
     assert {node_id: {key: value for key, value in node.items() if key != "is_changed"}
             for node_id, node in embedded.items()} == prompt
     saved_workflow = json.loads(text["workflow"])
-    assert len(saved_workflow["nodes"]) == 12
+    assert len(saved_workflow["nodes"]) == len(workflow["nodes"])
     prior = next(n for n in saved_workflow["nodes"] if n["id"] == PRIOR)
     assert prior["widgets_values"][5:7] == [SIZE, SIZE]
 
@@ -184,17 +184,30 @@ def test_a_workflow_saved_before_the_clip_outputs_loads_links_and_runs(server, a
     assert not app.errors, app.errors
 
 
-def test_native_examples_load_with_every_link(app):
-    """The native examples' stock CLIPTextEncode nodes on the checkpoint loaders' CLIP outputs: no missing node, no
-    node in error, every link kept (one page, each dropped in turn)."""
-    for name in ("wuerstchen_native_ksampler", "wuerstchen_native_reference", "wuerstchen_native_prior_lora"):
-        workflow = json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
-        assert app.drop_workflow(EXAMPLES / f"{name}.json") == {"missing": [], "nodes": len(workflow["nodes"])}, name
+SAVED = PACK_ROOT / "tests" / "fixtures" / "saved_workflows"
+
+
+@pytest.mark.parametrize("folder", [EXAMPLES, SAVED], ids=["examples", "saved"])
+def test_examples_and_saved_workflows_load_with_every_link(app, folder):
+    """Today's examples (stock CLIPTextEncode, VAEDecode, VAEEncode on the loaders' CLIP and VAE outputs) and the
+    workflows saved before (the five component loaders, Würstchen Text Encode, VQ nodes, Empty Latent, Sigmas, all
+    deprecated now): no missing node, no node in error, every link kept (one page, each dropped in turn)."""
+    for path in sorted(folder.glob("*.json")):
+        name, workflow = path.stem, json.loads(path.read_text(encoding="utf-8"))
+        assert app.drop_workflow(path) == {"missing": [], "nodes": len(workflow["nodes"])}, name
         assert not app.dialogs(), (name, app.dialogs())
         assert not [node for node in app.nodes() if node["has_errors"]], name
         links = app.evaluate("() => app.graph.links.size ?? Object.keys(app.graph.links).length")
         assert links == len(workflow["links"]), name
     assert not app.errors, app.errors
+
+
+def test_the_frontend_knows_which_nodes_are_deprecated(app):
+    """What the search box filters on (a node definition's `deprecated`, hidden unless Comfy.Node.ShowDeprecated)."""
+    flags = app.evaluate("""names => names.map(name => !!LiteGraph.registered_node_types[name]?.nodeData?.deprecated)""",
+                         sorted(PACK.NODE_CLASS_MAPPINGS))
+    assert dict(zip(sorted(PACK.NODE_CLASS_MAPPINGS), flags)) == {
+        name: getattr(cls, "DEPRECATED", False) for name, cls in sorted(PACK.NODE_CLASS_MAPPINGS.items())}
 
 
 def test_examples_are_listed_as_templates_with_their_pictures(server):

@@ -278,12 +278,25 @@ def test_pack_imported_without_errors(server):
 
 
 def test_loaders_list_the_demo_folders(server):
-    for loader, input_name in (("WuerstchenPriorLoader", "prior_name"), ("WuerstchenDecoderLoader", "decoder_name"),
-                               ("WuerstchenVQGANLoader", "vqgan_name"), ("WuerstchenTextEncoderLoader", "clip_name")):
+    for loader, input_name, expected in (
+            ("WuerstchenPriorCheckpointLoader", "folder", ["wuerstchen-prior"]),
+            ("WuerstchenDecoderCheckpointLoader", "folder", ["wuerstchen"]),
+            ("WuerstchenPriorLoader", "prior_name", ["wuerstchen-prior"]),
+            ("WuerstchenDecoderLoader", "decoder_name", ["wuerstchen"]),
+            ("WuerstchenVQGANLoader", "vqgan_name", ["wuerstchen"]),
+            ("WuerstchenTextEncoderLoader", "clip_name", ["wuerstchen", "wuerstchen-prior"])):
         choices = server.get(f"/object_info/{loader}")[loader]["input"]["required"][input_name][0]
-        expected = ["wuerstchen", "wuerstchen-prior"] if loader == "WuerstchenTextEncoderLoader" else \
-            ["wuerstchen-prior"] if loader == "WuerstchenPriorLoader" else ["wuerstchen"]
         assert choices == expected, loader
+
+
+def test_the_covered_nodes_are_deprecated_on_the_server(server):
+    """The frontend hides nodes the server marks deprecated from its search (setting Comfy.Node.ShowDeprecated, off
+    by default) and still loads them from saved workflows."""
+    info = server.get("/object_info")
+    ours = {name: node for name, node in info.items() if name in NODES}
+    offered = sorted(name for name, node in ours.items() if not node.get("deprecated", False))
+    assert offered == sorted(name for name, cls in NODES.items() if not getattr(cls, "DEPRECATED", False))
+    assert len(offered) <= 12 and len(ours) - len(offered) == 12
 
 
 # --- (b) + (e) the API examples, with progress and previews -----------------------------------------------------
@@ -300,7 +313,7 @@ def test_text_to_image_over_http_with_progress_and_previews(server, ws, tmp_path
         assert size == (384, 256) and mode == "RGB"
         embedded = json.loads(text["prompt"])
         # ComfyUI records each IS_CHANGED result (here the loaders' file signatures) in the prompt it saves.
-        assert all("is_changed" in embedded[node_id] for node_id in ("1", "6", "10"))
+        assert all("is_changed" in embedded[node_id] for node_id in ("1", "2"))
         assert {node_id: {key: value for key, value in node.items() if key != "is_changed"}
                 for node_id, node in embedded.items()} == prompt
         assert json.loads(text["workflow"]) == workflow
@@ -316,11 +329,34 @@ def test_text_to_image_over_http_with_progress_and_previews(server, ws, tmp_path
         frames = [image for metadata, image in previews if metadata["node_id"] == node_id]
         assert frames and all(f.startswith(JPEG_MAGIC) for f in frames), f"no JPEG preview from node {node_id}"
         assert {max(jpeg_size(f)) for f in frames} == {PREVIEW_SIZE}, "previews ignore --preview-size"
-    # Every stage went through ComfyUI's model management as ComfyUI's own MODEL, CLIP and VAE (the first loaders of
-    # this saved workflow give them too).
+    # Every stage went through ComfyUI's model management as ComfyUI's own MODEL, CLIP and VAE.
     logs = server.logs()
     for module in ("WuerstchenPriorModel", "WuerstchenDecoderModel", "StageA", "WuerstchenClipModel"):
         assert f"Requested to load {module}" in logs, module
+
+
+def pixels(path: Path):
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_the_saved_text_to_image_workflow_gives_todays_image(server, ws, tmp_path):
+    """Saved workflows are a public API: the text-to-image example as saved before the unified model (five component
+    loaders, Würstchen Text Encode, VQ Decode, all deprecated now) runs and gives the image of today's example (two
+    checkpoint loaders, CLIPTextEncode, VAEDecode) at the same seed and size."""
+    sizes = {"5.width": 256, "5.height": 384, "5.batch_size": 1, "5.steps": 5, "9.steps": 3, "5.seed": 21,
+             "9.seed": 21}
+    images = []
+    for folder in (EXAMPLES, SAVED_WORKFLOWS):
+        prompt = example("wuerstchen_text_to_image", folder, **sizes)
+        _, entry = run_and_wait(server, ws, prompt, ui_workflow("wuerstchen_text_to_image", folder))
+        assert not qw.execution_errors(entry), qw.execution_errors(entry)
+        (path,) = qw.download_images(server.url, entry, tmp_path / folder.name)
+        images.append(pixels(path))
+    assert images[0].shape == (384, 256, 3)
+    assert abs(images[0] - images[1]).max() <= 1  # 8-bit pixels: the two graphs differ by float rounding at most
 
 
 def test_image_to_image_through_the_cli(server, tmp_path, capsys):
