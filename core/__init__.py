@@ -19,7 +19,7 @@ from .safe_paths import is_regular_file_or_folder, path_inside, shown
 from .scheduler import (ALPHA_CUMPROD_RANGE, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenScheduler, cosine_alpha_cumprod,
                         noise_ratio_for_alpha_cumprod, stage_c_timesteps, timestep_grid)
 from .speed import compile_denoisers, graphed_step
-from .stages import (DTYPE_NAMES, checked_text_encoder_stage, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_DIM_SCALE, LATENT_MEAN,
+from .stages import (DTYPE_NAMES, auto_dtype_rule, checked_text_encoder_stage, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, LATENT_DIM_SCALE, LATENT_MEAN,
                      LATENT_STD, RESOLUTION_MULTIPLE, SCHEDULES, STAGES, SUPPORTED_DTYPES, TEXT_ENCODER_WIDTHS, Stage,
                      decoder_memory_bytes, from_prior_space, image_size_for_stage_c, off_multiple,
                      prior_memory_bytes, network_parts, schedule_timesteps, stage_b_size, stage_c_size,

@@ -74,6 +74,18 @@ SUPPORTED_DTYPES = {
 _GUIDANCE_ROWS = 2  # guidance runs two rows per image
 
 
+def auto_dtype_rule(kind: str) -> str:
+    """What a loader's "auto" weight dtype picks for ``kind`` (a stage or "text_encoder"), in words: the rule
+    ``nodes/comfy_bridge.placement`` applies through ComfyUI, from ``SUPPORTED_DTYPES``."""
+    names = {dtype: name for name, dtype in DTYPE_NAMES.items()}
+    if kind == "text_encoder":
+        return ("fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on the CPU; --fp16-text-enc, --bf16-text-enc or "
+                "--fp32-text-enc change it")
+    first = ", else ".join(names[dtype] for dtype in SUPPORTED_DTYPES[kind] if dtype != torch.float32)
+    never = "" if torch.float16 in SUPPORTED_DTYPES[kind] else " (never fp16)"
+    return f"{first} where the GPU supports it, else fp32{never}; fp32 on the CPU"
+
+
 def stage_c_size(height: int, width: int) -> tuple[int, int]:
     return math.ceil(height / RESOLUTION_MULTIPLE), math.ceil(width / RESOLUTION_MULTIPLE)
 

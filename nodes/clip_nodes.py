@@ -1,12 +1,11 @@
 """The Würstchen text encoders as ComfyUI CLIP, for stock CLIPTextEncode, LoraLoader and the other CLIP nodes."""
 
 from .comfy_bridge import list_models, show_text
-from .loaders import WEIGHT_DTYPES, load_component, stage_of_text_encoder, text_encoder_width
+from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component, stage_of_text_encoder, text_encoder_width
 from .model_files import is_changed_by
 
-DTYPE_TOOLTIP = ("Storage dtype of the weights. auto: fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on CPU; "
-                 "--fp16-text-enc, --bf16-text-enc or --fp32-text-enc change it. ComfyUI's CLIP computes in fp32 "
-                 "whatever the storage dtype; fp32 storage gives the reference's conditioning exactly.")
+DTYPE_TOOLTIP = (dtype_tooltip("text_encoder") + " ComfyUI's CLIP computes in fp32 whatever the storage dtype; fp32 "
+                 "storage gives the reference's conditioning exactly.")
 
 
 class WuerstchenCLIPLoader:

@@ -5,7 +5,7 @@ types, outside it the engine's models.
 
 import contextlib
 
-from ..core import (DTYPE_NAMES, STAGES, TEXT_ENCODER_WIDTHS, checked_text_encoder_stage, load_decoder,
+from ..core import (DTYPE_NAMES, STAGES, TEXT_ENCODER_WIDTHS, auto_dtype_rule, checked_text_encoder_stage, load_decoder,
                     load_effnet_encoder, load_prior, load_text_encoder, load_vqgan, text_encoder_stage)
 from . import native
 from .comfy_bridge import engine_model, list_models, model_dirs, placement, resolve_model, show_text
@@ -14,18 +14,8 @@ from .model_files import files_signature
 from .wiring import DECODER, PRIOR, TEXT_ENCODER, VQGAN
 
 WEIGHT_DTYPES = ["auto", *DTYPE_NAMES]
-# What ``auto`` picks for each stage: ComfyUI's own rule for that kind of model (see comfy_bridge.placement).
-AUTO_DTYPES = {
-    "prior": "bf16 on GPUs that support it, else fp32; never fp16 (this prior can overflow in fp16); fp32 on CPU",
-    "decoder": "bf16 on GPUs that support it, else fp16 where the GPU supports that, else fp32; fp32 on CPU",
-    "vqgan": "bf16 on GPUs that support it, else fp32 (ComfyUI's VAE rule); fp32 on CPU",
-    "text_encoder": "fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on CPU (the encoder computes in its "
-                    "storage dtype); --fp16-text-enc, --bf16-text-enc or --fp32-text-enc change it",
-}
-
-
 def dtype_tooltip(kind: str) -> str:
-    return (f"Storage dtype of the weights. auto: {AUTO_DTYPES[kind]}. ComfyUI's --fp32-*/--bf16-*/--fp16-* flags "
+    return (f"Storage dtype of the weights. auto: {auto_dtype_rule(kind)}. ComfyUI's --fp32-*/--bf16-*/--fp16-* flags "
             f"override auto. Use bf16 or fp32 if a stage gives NaN/black images in fp16.")
 
 

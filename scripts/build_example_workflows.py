@@ -91,13 +91,14 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
-def node_size(class_type: str, schema: dict, sockets: int, outputs: int) -> list:
-    """Roughly the size the frontend gives the node, so nodes placed below it do not overlap it."""
+def node_size(class_type: str, schema: dict, sockets: int, outputs: int, title: str = "") -> list:
+    """Roughly the size the frontend gives the node, so nodes placed below it do not overlap it; wide enough for its
+    title."""
     widgets = [spec for _, spec in ordered_inputs(schema) if is_widget(spec)]
     height = 30 + 24 * (max(sockets, outputs) + len(widgets))
     height += 100 * sum(1 for spec in widgets if len(spec) > 1 and spec[1].get("multiline"))
     height += 280 if class_type == "LoadImage" else 0
-    return [320, height]
+    return [max(320, 60 + 8 * len(title)), height]
 
 
 def widget_values(node: Node, schema: dict) -> list:
@@ -145,7 +146,7 @@ def ui_format(nodes: list[Node]) -> dict:
         sockets = [(n, s) for n, s in ordered_inputs(schema) if not is_widget(s)]
         titled = {"title": node.title} if node.title else {}  # without one the UI shows the display name
         ui_nodes.append({
-            **titled, "id": node.id, "type": node.type, "pos": list(node.pos), "size": node_size(node.type, schema, len(sockets), len(outputs)),
+            **titled, "id": node.id, "type": node.type, "pos": list(node.pos), "size": node_size(node.type, schema, len(sockets), len(outputs), display_title(node)),
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": n, "type": s[0], "link": link_of_target.get((node.id, i))} for i, (n, s) in enumerate(sockets)],
             "outputs": [{"name": n, "type": t, "links": outgoing.get((node.id, i), []), "slot_index": i}
@@ -193,17 +194,17 @@ def text_to_image() -> list[Node]:
     return [
         Node(1, "WuerstchenPriorCheckpointLoader", (0, 0), {"folder": "wuerstchen-prior", "weight_dtype": "auto"}),
         Node(2, "WuerstchenDecoderCheckpointLoader", (0, 600), {"folder": "wuerstchen", "weight_dtype": "auto"}),
-        Node(3, "CLIPTextEncode", (380, 0), {"text": PROMPT, "clip": (1, 1)}, "Prior positive"),
-        Node(4, "CLIPTextEncode", (380, 260), {"text": "", "clip": (1, 1)}, "Prior negative"),
-        Node(5, "WuerstchenPriorSampler", (760, 0), {
+        Node(3, "CLIPTextEncode", (500, 0), {"text": PROMPT, "clip": (1, 1)}, "Prior positive"),
+        Node(4, "CLIPTextEncode", (500, 260), {"text": "", "clip": (1, 1)}, "Prior negative"),
+        Node(5, "WuerstchenPriorSampler", (880, 0), {
             "prior": (1, 0), "positive": (3, 0), "negative": (4, 0), "seed": 42, "steps": 29, "schedule": "reference",
             "cfg": 4.0, "width": 1024, "height": 1024, "batch_size": 1, "denoise": 1.0}),
-        Node(8, "CLIPTextEncode", (380, 600), {"text": PROMPT, "clip": (2, 1)}, "Decoder positive"),
-        Node(9, "WuerstchenDecoderSampler", (1140, 320), {
+        Node(8, "CLIPTextEncode", (500, 600), {"text": PROMPT, "clip": (2, 1)}, "Decoder positive"),
+        Node(9, "WuerstchenDecoderSampler", (880, 520), {
             "decoder": (2, 0), "positive": (8, 0), "prior_latent": (5, 0), "seed": 42, "steps": 12, "cfg": 0.0,
             "denoise": 1.0}),
-        Node(11, "VAEDecode", (1520, 320), {"samples": (9, 0), "vae": (2, 2)}),
-        Node(12, "SaveImage", (1800, 320), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
+        Node(11, "VAEDecode", (1380, 520), {"samples": (9, 0), "vae": (2, 2)}),
+        Node(12, "SaveImage", (1640, 520), {"images": (11, 0), "filename_prefix": "wuerstchen"}),
     ]
 
 
@@ -212,10 +213,10 @@ def image_to_image() -> list[Node]:
     denoise sets how much changes."""
     nodes = {n.id: n for n in text_to_image()}
     nodes[5].inputs.update(width=512, height=512)
-    nodes[13] = Node(13, "LoadImage", (380, 900), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "ImageScale", (760, 900), {"image": (13, 0), "upscale_method": "bilinear", "width": 512,
+    nodes[13] = Node(13, "LoadImage", (0, 900), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "ImageScale", (500, 900), {"image": (13, 0), "upscale_method": "bilinear", "width": 512,
                                                     "height": 512, "crop": "center"}, "Resize to the prior's size")
-    nodes[15] = Node(15, "VAEEncode", (1140, 860), {"pixels": (14, 0), "vae": (2, 2)})
+    nodes[15] = Node(15, "VAEEncode", (880, 960), {"pixels": (14, 0), "vae": (2, 2)})
     nodes[9].inputs.update(latent=(15, 0), denoise=0.6)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_img2img"
     return [nodes[i] for i in sorted(nodes)]
@@ -227,10 +228,10 @@ def image_variation() -> list[Node]:
     prompt = "a bright yellow sun over a smooth colourful gradient, soft light, digital art"
     nodes = {n.id: n for n in text_to_image()}
     nodes[3].inputs["text"] = nodes[8].inputs["text"] = prompt
-    nodes[13] = Node(13, "LoadImage", (380, 900), {"image": "wuerstchen_example_input.png"})
-    nodes[14] = Node(14, "WuerstchenVAELoader", (0, 1000), {"vqgan_name": "model_v2_stage_b.pt",
+    nodes[13] = Node(13, "LoadImage", (500, 900), {"image": "wuerstchen_example_input.png"})
+    nodes[14] = Node(14, "WuerstchenVAELoader", (0, 900), {"vqgan_name": "model_v2_stage_b.pt",
                                                             "weight_dtype": "auto"}, "EfficientNet encoder (VAE)")
-    nodes[15] = Node(15, "WuerstchenEfficientNetEncode", (760, 900), {"effnet": (14, 0), "image": (13, 0),
+    nodes[15] = Node(15, "WuerstchenEfficientNetEncode", (880, 960), {"effnet": (14, 0), "image": (13, 0),
                                                                       "width": 1024, "height": 1024})
     nodes[5].inputs.update(latent=(15, 0), denoise=0.7)
     nodes[12].inputs["filename_prefix"] = "wuerstchen_variation"
@@ -253,6 +254,14 @@ def native_common() -> dict[int, Node]:
     ]}
 
 
+def _past_the_loaders(nodes: dict[int, Node]) -> list[Node]:
+    """The nodes in id order, every column right of the loaders moved 120 px further right, past their long titles."""
+    for node in nodes.values():
+        if node.pos[0] >= 380:
+            node.pos = (node.pos[0] + 120, node.pos[1])
+    return [nodes[i] for i in sorted(nodes)]
+
+
 def native_ksampler() -> list[Node]:
     """Stock KSampler on both stages: the prior at cfg 4, the decoder unguided (cfg 1.0 = the reference's cfg 0)."""
     nodes = native_common()
@@ -267,7 +276,7 @@ def native_ksampler() -> list[Node]:
                                            "latent_image": (7, 1), "denoise": 1.0}, "KSampler (decoder, Stage B)"),
         Node(19, "VAEDecode", (1900, 400), {"samples": (10, 0), "vae": (2, 2)}),
     ]})
-    return [nodes[i] for i in sorted(nodes)]
+    return _past_the_loaders(nodes)
 
 
 def native_reference() -> list[Node]:
@@ -294,13 +303,13 @@ def native_reference() -> list[Node]:
     ]})
     nodes[20].pos = (2660, 200)
     nodes[20].inputs["filename_prefix"] = "wuerstchen_reference"
-    return [nodes[i] for i in sorted(nodes)]
+    return _past_the_loaders(nodes)
 
 
 def native_prior_lora() -> list[Node]:
     """The stock KSampler graph with a prior LoRA (diffusers, OneTrainer or kohya naming) via LoraLoaderModelOnly."""
     nodes = {n.id: n for n in native_ksampler()}
-    nodes[11] = Node(11, "LoraLoaderModelOnly", (760, 340), {
+    nodes[11] = Node(11, "LoraLoaderModelOnly", (880, 340), {
         "model": (1, 0), "lora_name": "wuerstchen_prior_lora.safetensors", "strength_model": 1.0}, "Prior LoRA")
     nodes[8].inputs["model"] = (11, 0)
     nodes[20].inputs["filename_prefix"] = "wuerstchen_lora"
