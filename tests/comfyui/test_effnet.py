@@ -222,5 +222,8 @@ def test_image_variation_example_runs_end_to_end(image_size, model_dirs, tmp_pat
 def test_example_input_and_file_names_exist_for_the_variation_example():
     prompt = json.loads((EXAMPLES / "api" / "wuerstchen_image_variation.json").read_text())
     names = {node["class_type"]: node["inputs"] for node in prompt.values()}
-    assert names["WuerstchenEfficientNetLoader"]["effnet_name"] == "model_v2_stage_b.pt"
+    # The VAE Loader loads the EfficientNet from model_v2_stage_b.pt as an encode-only VAE, for Image Encode.
+    assert names["WuerstchenVAELoader"]["vqgan_name"] == "model_v2_stage_b.pt"
+    loader_id = next(node_id for node_id, node in prompt.items() if node["class_type"] == "WuerstchenVAELoader")
+    assert names["WuerstchenEfficientNetEncode"]["effnet"] == [loader_id, 0]
     assert (EXAMPLES / names["LoadImage"]["image"]).is_file()  # the graph itself is checked in tests/test_nodes.py

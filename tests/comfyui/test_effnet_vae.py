@@ -1,4 +1,5 @@
-"""The EfficientNet encoder as an encode-only ComfyUI VAE (Würstchen EfficientNet VAE Loader) under the stock
+"""The EfficientNet encoder as an encode-only ComfyUI VAE (Würstchen VAE Loader on model_v2_stage_b.pt; the
+deprecated EfficientNet VAE Loader and EfficientNet Loader give the same) under the stock
 StableCascade_StageC_VAEEncode: its latent is the pack's Image Encode latent of the pixels that node resized (it
 resizes bicubically itself, the reference bilinearly with antialiasing: how far apart that puts them is measured
 here), and the Würstchen prior MODEL (image variation at denoise < 1) and StableCascade_StageB_Conditioning (a
@@ -25,9 +26,10 @@ def env(tmp_path_factory):
     pack = comfyui()
     with demo_model_folder(tmp_path_factory.mktemp("effnet_vae_models"), effnet=True):
         nodes = pack.nodes.NODE_CLASS_MAPPINGS
-        vae = nodes["WuerstchenEfficientNetVAELoader"]().load(EFFNET, "fp32")[0]
-        effnet = nodes["WuerstchenEfficientNetLoader"]().load(EFFNET, "fp32")[0]
-        yield dict(pack=pack, nodes=nodes, vae=vae, effnet=effnet)
+        vae = nodes["WuerstchenVAELoader"]().load(EFFNET, "fp32")[0]
+        deprecated = [nodes["WuerstchenEfficientNetVAELoader"]().load(EFFNET, "fp32")[0],
+                      nodes["WuerstchenEfficientNetLoader"]().load(EFFNET, "fp32")[0]]
+        yield dict(pack=pack, nodes=nodes, vae=vae, effnet=vae, deprecated=deprecated)  # Image Encode takes the VAE
 
 
 def image(height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
@@ -55,6 +57,14 @@ def test_the_stock_node_gives_image_encodes_latent_of_the_pixels_it_resized(env)
     # What the stock node hands the VAE: the image resized (bicubic, centre crop) to 32 px per latent pixel.
     resized = comfy.utils.common_upscale(image().movedim(-1, 1), 12 * 32, 9 * 32, "bicubic", "center").movedim(1, -1)
     assert (stage_c["samples"] - image_encode(env, resized)).abs().max() <= 1e-5
+
+
+def test_the_deprecated_loaders_give_the_same_encode_only_vae(env):
+    latent = stage_c_vae_encode(env["vae"], image())[0]["samples"]
+    for vae in env["deprecated"]:
+        assert type(vae) is type(env["vae"])
+        assert torch.equal(stage_c_vae_encode(vae, image())[0]["samples"], latent)
+        assert torch.equal(image_encode({**env, "effnet": vae}, image()), image_encode(env, image()))
 
 
 def test_from_the_original_image_they_differ_by_the_resize_alone(env):

@@ -51,9 +51,9 @@ def test_the_folders_give_comfyuis_own_types(env):
     assert isinstance(prior, comfy.model_patcher.ModelPatcher) and isinstance(decoder, comfy.model_patcher.ModelPatcher)
     assert isinstance(prior_clip, comfy.sd.CLIP) and isinstance(decoder_clip, comfy.sd.CLIP)
     assert isinstance(vae, comfy.sd.VAE)
-    load_clip = env["pack"].nodes.clip_nodes.load_clip
+    clip_loader = env["nodes"]["WuerstchenCLIPLoader"]()
     for clip, folder in ((prior_clip, "wuerstchen-prior"), (decoder_clip, "wuerstchen")):
-        assert torch.equal(encode(clip), encode(load_clip(folder, "fp32")))  # the CLIP Loader's, from the folder
+        assert torch.equal(encode(clip), encode(clip_loader.load(folder, "fp32")[0]))  # the CLIP Loader's, same folder
 
 
 def test_a_variant_uses_the_text_encoder_beside_it(env, monkeypatch):

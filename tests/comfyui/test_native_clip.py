@@ -139,14 +139,23 @@ def test_a_long_prompt_is_cut_to_77_tokens_with_a_warning(env, stage, caplog):
     assert notes == pack_notes and len(notes) == 1
 
 
+def engine_text_encoder(pack, folder):
+    """The pack's own text encoder: core's transformers encoder in an EngineModel, as its loaders give it outside
+    ComfyUI (inside, they give a CLIP), in fp32 on the CPU."""
+    import importlib
+    encoder = importlib.import_module(f"{pack.__name__}.core").load_text_encoder(folder, dtype=torch.float32)
+    return pack.nodes.comfy_bridge.engine_model("text_encoder", encoder.model, "cpu", torch.float32, handle=encoder)
+
+
 @pytest.mark.parametrize("stage", FOLDERS)
 def test_encode_with_clip_gives_what_the_pack_text_node_gives(env, stage):
-    """The function the pack's Text Encode nodes would call with a CLIP, against their encode_text today."""
+    """The function the pack's Text Encode nodes call with a CLIP, against their encode_text on the pack's own
+    (engine) text encoder."""
     pack, clip = env["pack"], env["clips"][stage]
-    managed = pack.nodes.loaders.load_component("text_encoder", FOLDERS[stage], "fp32")
+    engine = engine_text_encoder(pack, env["root"] / FOLDERS[stage])
     for prompt in [PROMPTS[0], next(iter(WEIGHTED)), LONG]:
         pack_notes, notes = [], []
-        want = pack.nodes.text.encode_text(managed, prompt, "", pack_notes)
+        want = pack.nodes.text.encode_text(engine, prompt, "", pack_notes)
         got = env["clip"].encode_with_clip(clip, prompt, report=notes.append)
         assert len(got) == len(want) == 1 and got[0][1] == want[0][1] and notes == pack_notes
         assert_close(got[0][0], want[0][0])
@@ -207,17 +216,23 @@ def test_a_released_width_names_the_stage_and_refuses_the_other(env, monkeypatch
     key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
     assert key_map["lora_te1_text_model_encoder_layers_0_self_attn_q_proj"].startswith("clip_h.transformer.")
     with pytest.raises(ValueError, match="^text encoder: this 1024-wide encoder is the decoder's; the prior needs"):
-        clip_nodes.load_clip(name, "fp32", "prior")
+        env["pack"].nodes.loaders.load_component("text_encoder", name, "fp32", "prior")
 
 
 @pytest.mark.parametrize("change, problem", [({"hidden_act": "relu"}, "hidden_act 'relu'"),
                                              ({"max_position_embeddings": 64}, "max_position_embeddings 64")])
 def test_an_encoder_comfyui_cannot_run_is_refused_in_one_line(env, change, problem):
-    """The pack's own Text Encoder Loader runs these (transformers builds them); ComfyUI's CLIP model cannot."""
+    """transformers builds these, ComfyUI's CLIP model cannot; inside ComfyUI every text encoder loader (the CLIP
+    Loader, the deprecated Text Encoder Loader) gives that CLIP, so each refuses them in one line."""
     from demo_checkpoints import tiny_text_model
     name = write_encoder(env["root"], f"odd-{problem.split()[0]}", tiny_text_model(48, seed=4, **change))
-    with pytest.raises(ValueError, match=f"^text_encoder/config.json: ComfyUI's CLIP cannot run {problem}"):
-        clip_nodes_module(env["pack"]).load_clip(name, "fp32")
+    nodes = env["pack"].nodes.NODE_CLASS_MAPPINGS
+    for loader in (nodes["WuerstchenCLIPLoader"](), nodes["WuerstchenTextEncoderLoader"]()):
+        with pytest.raises(ValueError) as raised:
+            loader.load(name, "fp32")
+        message = str(raised.value)
+        assert message.startswith(f"text_encoder/config.json: ComfyUI's CLIP cannot run {problem}"), message
+        assert message.endswith("; the released Würstchen v2 text encoders all run") and "\n" not in message
 
 
 # --- LoRA ----------------------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def pack(tmp_path_factory):
 def example(name: str) -> dict:
     from pack import EXAMPLES
     prompt = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
-    prompt["7"]["inputs"].update(width=256, height=384)  # Würstchen Empty Latent: a small image
+    assert prompt["7"]["class_type"] == "StableCascade_EmptyLatentImage" and prompt["7"]["inputs"]["compression"] == 42
+    prompt["7"]["inputs"].update(width=256, height=384)  # a small image
     return prompt
 
 

@@ -51,8 +51,10 @@ def custom_advanced(env, model, text, latent, cfg, steps, schedule):
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(*text)
     guider.set_cfg(cfg)
-    (sigmas,) = node(env, "WuerstchenSigmas").get_sigmas(steps, schedule)
-    (sampler,) = node(env, "WuerstchenSampler").get_sampler()
+    # The DDPM Sampler gives its SIGMAS too: the deprecated Sigmas node's for the same steps and schedule.
+    sampler, sigmas = node(env, "WuerstchenSampler").get_sampler(steps, schedule)
+    (deprecated_sigmas,) = node(env, "WuerstchenSigmas").get_sigmas(steps, schedule)
+    assert torch.equal(sigmas, deprecated_sigmas)
     output, _ = SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, sampler, sigmas, latent)
     return output
 

@@ -1,5 +1,8 @@
 """The native path with the real loaders on the tiny demo checkpoints: checkpoint loaders → KSampler /
-SamplerCustomAdvanced → StableCascade_StageB_Conditioning → VAEDecode, against the pack's own nodes."""
+SamplerCustomAdvanced → StableCascade_StageB_Conditioning → VAEDecode, against the pack's own nodes on the engine's
+models (what the pack's loaders give outside ComfyUI; inside, they give the MODEL and VAE too)."""
+
+import importlib
 
 import pytest
 import torch
@@ -20,10 +23,16 @@ def env(tmp_path_factory):
     nodes = pack.NODE_CLASS_MAPPINGS
     prior, prior_te = nodes["WuerstchenPriorCheckpointLoader"]().load("wuerstchen-prior", "fp32")
     decoder, decoder_te, vae = nodes["WuerstchenDecoderCheckpointLoader"]().load("wuerstchen", "fp32")
+    core = importlib.import_module(f"{pack.__name__}.core")
+    bridge = importlib.import_module(f"{pack.__name__}.nodes.comfy_bridge")
+
+    def engine(kind, module):  # fp32 on the CPU, as the pack's loaders give it outside ComfyUI
+        return bridge.engine_model(kind, module, torch.device("cpu"), torch.float32)
+
     encode = nodes["WuerstchenTextEncode"]().encode
     yield dict(nodes=nodes, prior=prior, decoder=decoder, vae=vae,
-               vqgan=nodes["WuerstchenVQGANLoader"]().load("wuerstchen", "fp32")[0],
-               legacy_prior=nodes["WuerstchenPriorLoader"]().load("wuerstchen-prior", "fp32")[0],
+               vqgan=engine("vqgan", core.load_vqgan(root / "wuerstchen")),
+               legacy_prior=engine("prior", core.load_prior(root / "wuerstchen-prior")),
                prior_text=(encode(prior_te, PROMPT)[0], encode(prior_te, "")[0]),
                decoder_text=(encode(decoder_te, PROMPT)[0], encode(decoder_te, "")[0]))
     import comfy.model_management
@@ -41,6 +50,15 @@ def test_loaders_list_and_return_native_types(env):
     assert isinstance(env["vae"], comfy.sd.VAE)
 
 
+def empty_latents() -> tuple[dict, dict]:
+    """(stage_c, stage_b) from the stock StableCascade_EmptyLatentImage at compression 42: Würstchen's sizes."""
+    from comfy_extras.nodes_stable_cascade import StableCascade_EmptyLatentImage
+    stage_c, stage_b = StableCascade_EmptyLatentImage.execute(width=WIDTH, height=HEIGHT, compression=42,
+                                                              batch_size=1).args
+    assert stage_c["samples"].shape == (1, 16, 6, 9) and stage_b["samples"].shape == (1, 4, 64, 96)
+    return stage_c, stage_b
+
+
 @torch.no_grad()
 def test_reference_path_equals_the_pack_sampler_at_batch_1(env):
     import comfy.samplers
@@ -52,9 +70,9 @@ def test_reference_path_equals_the_pack_sampler_at_batch_1(env):
     guider = comfy.samplers.CFGGuider(env["prior"])
     guider.set_conds(*env["prior_text"])
     guider.set_cfg(4.0)
-    stage_c, _ = nodes["WuerstchenEmptyLatent"]().make(WIDTH, HEIGHT, 1)
-    got = SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, nodes["WuerstchenSampler"]().get_sampler()[0],
-                                         nodes["WuerstchenSigmas"]().get_sigmas(29, "reference")[0], stage_c)[0]
+    stage_c, _ = empty_latents()
+    sampler, sigmas = nodes["WuerstchenSampler"]().get_sampler(29, "reference")
+    got = SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, sampler, sigmas, stage_c)[0]
     assert (got["samples"] - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
@@ -63,7 +81,7 @@ def test_stock_nodes_text_to_image_and_vae_matches_the_vq_nodes(env):
     from comfy_extras.nodes_stable_cascade import StableCascade_StageB_Conditioning
     from nodes import KSampler, VAEDecode, VAEDecodeTiled, VAEEncode
     nodes = env["nodes"]
-    stage_c, stage_b = nodes["WuerstchenEmptyLatent"]().make(WIDTH, HEIGHT, 1)
+    stage_c, stage_b = empty_latents()
     (prior_out,) = KSampler().sample(env["prior"], SEED, 6, 4.0, "euler_ancestral", "normal", *env["prior_text"],
                                      stage_c)
     positive = StableCascade_StageB_Conditioning.execute(env["decoder_text"][0], prior_out).args[0]

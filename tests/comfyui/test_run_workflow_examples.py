@@ -1,6 +1,7 @@
-"""``scripts/run_workflow.py EXAMPLE --demo`` runs all six example workflows with ComfyUI's venv and COMFYUI_DIR: the
-native ones with ComfyUI's stock nodes imported in this process, each a PNG of the size its workflow asks for. A stock
-Stage C encode graph (StableCascade_StageC_VAEEncode on the EfficientNet VAE) runs in-process too.
+"""``scripts/run_workflow.py EXAMPLE --demo`` runs all six example workflows with ComfyUI's venv and COMFYUI_DIR, each a
+PNG of the size its workflow asks for: the native ones (StableCascade_EmptyLatentImage, ComfyUI's samplers) and
+image-to-image (ImageScale, VAEEncode) with ComfyUI's stock nodes imported in this process. A stock Stage C encode graph
+(StableCascade_StageC_VAEEncode on the EfficientNet VAE) runs in-process too.
 
 The runs call the script's main() here rather than in a subprocess, so ComfyUI is imported once for all six; the
 subprocess runs and the one-line refusals are tests/test_run_workflow.py."""
@@ -16,6 +17,8 @@ from pack import EXAMPLES
 
 PACK_SAMPLER_EXAMPLES = ["wuerstchen_text_to_image", "wuerstchen_image_to_image", "wuerstchen_image_variation"]
 NATIVE_EXAMPLES = ["wuerstchen_native_ksampler", "wuerstchen_native_prior_lora", "wuerstchen_native_reference"]
+# Those with stock nodes the script has no stand-in for (CLIPTextEncode and VAEDecode have one, see run_workflow.py).
+IN_PROCESS_EXAMPLES = NATIVE_EXAMPLES + ["wuerstchen_image_to_image"]
 WIDTH, HEIGHT = 256, 384
 
 
@@ -30,14 +33,14 @@ def run_workflow():
 
 def workflow_file(name: str, tmp_path) -> tuple[str, list[str]]:
     """The example and the options that make it small: --width/--height on the pack's samplers; on a native example
-    a copy whose Würstchen Empty Latent is that small (a test of the run, not of the overrides)."""
+    a copy whose StableCascade_EmptyLatentImage is that small (a test of the run, not of the overrides)."""
     path = EXAMPLES / "api" / f"{name}.json"
     if name in PACK_SAMPLER_EXAMPLES:
         return str(path), ["--width", str(WIDTH), "--height", str(HEIGHT)]
     prompt = json.loads(path.read_text())
-    for node in prompt.values():
-        if node["class_type"] == "WuerstchenEmptyLatent":
-            node["inputs"].update(width=WIDTH, height=HEIGHT)
+    latents = [node for node in prompt.values() if node["class_type"] == "StableCascade_EmptyLatentImage"]
+    assert len(latents) == 1, f"{name}: one StableCascade_EmptyLatentImage sizes the image"
+    latents[0]["inputs"].update(width=WIDTH, height=HEIGHT)
     (tmp_path / path.name).write_text(json.dumps(prompt))
     return str(tmp_path / path.name), []
 
@@ -54,7 +57,7 @@ def test_demo_run_writes_the_png(name, run_workflow, tmp_path, capsys):
     assert len(saved) == 1 and [str(p) for p in (tmp_path / "out").iterdir()] == saved
     with Image.open(saved[0]) as image:
         assert image.format == "PNG" and image.size == (WIDTH, HEIGHT)
-    if name in NATIVE_EXAMPLES:
+    if name in IN_PROCESS_EXAMPLES:
         assert "ComfyUI in-process from" in out
 
 
@@ -67,7 +70,7 @@ def stock_redraw(image: str) -> dict:
 
     return {
         "1": node("WuerstchenDecoderCheckpointLoader", folder="wuerstchen", weight_dtype="auto"),
-        "2": node("WuerstchenEfficientNetVAELoader", effnet_name="model_v2_stage_b.pt", weight_dtype="auto"),
+        "2": node("WuerstchenVAELoader", vqgan_name="model_v2_stage_b.pt", weight_dtype="auto"),  # encode-only VAE
         "3": node("LoadImage", image=image),
         "4": node("StableCascade_StageC_VAEEncode", image=["3", 0], vae=["2", 0], compression=42),
         "5": node("CLIPTextEncode", clip=["1", 1], text="a yellow sun"),
