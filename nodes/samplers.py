@@ -43,54 +43,48 @@ def per_image_seed_text(seeds: list[int]) -> str:
             + "\n".join(f"image {i}: {seed}" for i, seed in enumerate(seeds)))
 
 
-def _engine(model: EngineModel, kind: str):
-    """(network, compute dtype, device) of an engine model (outside ComfyUI)."""
-    return activate(model, kind), model.compute_dtype, model.load_device
+def _network(model, stage: str, compile: bool):
+    """The ``stage`` network behind an EngineModel or a Würstchen MODEL, compiled when asked."""
+    network = activate(model, stage) if isinstance(model, EngineModel) else native.module("runs").network(model, stage)
+    if compile:
+        compile_denoisers(network)
+    return network
 
 
 def _prior_latents(prior, cond, uncond, *, width, height, batch_size, cfg, init, denoise, steps, schedule,
                    generators, callback, compile):
-    images = cond.shape[0] * batch_size
+    network = _network(prior, "prior", compile)
     if isinstance(prior, EngineModel):
-        model, dtype, device = _engine(prior, "prior")
-        if compile:
-            compile_denoisers(model)
-        return sample_prior(model, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
+        return sample_prior(network, cond, uncond, width=width, height=height, batch_size=batch_size, cfg=cfg,
                             generator=generators, init_latent=init, denoise=denoise, callback=callback,
-                            compute_dtype=dtype, device=device, **schedule_timesteps(schedule, steps))
-    runs = native.module("runs")
-    network = runs.network(prior, "prior")
+                            compute_dtype=prior.compute_dtype, device=prior.load_device,
+                            **schedule_timesteps(schedule, steps))
+    images = cond.shape[0] * batch_size
     text, negative_text = batch_text("prior", cond, uncond, cfg, images, network.c_cond)
     if init is None:
         check_needs_init(denoise)
-    if compile:
-        compile_denoisers(network)
-    return runs.run(prior, "prior", text=text, negative_text=negative_text, cfg=cfg,
-                    shape=(images, network.c_in, *stage_c_size(height, width)), init=init, denoise=denoise,
-                    steps=steps, schedule=schedule, generators=generators, callback=callback)
+    return native.module("runs").run(
+        prior, "prior", text=text, negative_text=negative_text, cfg=cfg,
+        shape=(images, network.c_in, *stage_c_size(height, width)), init=init, denoise=denoise, steps=steps,
+        schedule=schedule, generators=generators, callback=callback)
 
 
 def _decoder_latents(decoder, embeddings, cond, uncond, *, cfg, init, denoise, steps, generators, callback, compile):
     schedule = STAGES["decoder"].schedule
+    network = _network(decoder, "decoder", compile)
     if isinstance(decoder, EngineModel):
-        model, dtype, device = _engine(decoder, "decoder")
-        if compile:
-            compile_denoisers(model)
-        return sample_decoder(model, embeddings, cond, uncond, cfg=cfg, generator=generators, init_latent=init,
-                              denoise=denoise, callback=callback, compute_dtype=dtype, device=device,
-                              **schedule_timesteps(schedule, steps))
-    runs = native.module("runs")
-    network = runs.network(decoder, "decoder")
+        return sample_decoder(network, embeddings, cond, uncond, cfg=cfg, generator=generators, init_latent=init,
+                              denoise=denoise, callback=callback, compute_dtype=decoder.compute_dtype,
+                              device=decoder.load_device, **schedule_timesteps(schedule, steps))
     size = check_prior_latent(embeddings, network.effnet_embd, network.latent_multiple)
     images = embeddings.shape[0]
     text, negative_text = batch_text("decoder", cond, uncond, cfg, images, network.clip_embd)
     if init is None:
         check_needs_init(denoise)
-    if compile:
-        compile_denoisers(network)
-    return runs.run(decoder, "decoder", text=text, negative_text=negative_text, cfg=cfg,
-                    shape=(images, network.c_in, *size), init=init, denoise=denoise, steps=steps,
-                    schedule=schedule, generators=generators, callback=callback, stage_c=embeddings)
+    return native.module("runs").run(
+        decoder, "decoder", text=text, negative_text=negative_text, cfg=cfg, shape=(images, network.c_in, *size),
+        init=init, denoise=denoise, steps=steps, schedule=schedule, generators=generators, callback=callback,
+        stage_c=embeddings)
 
 
 class WuerstchenPriorSampler:

@@ -5,18 +5,13 @@ model1's share, as in ModelMergeSimple."""
 import comfy_extras.nodes_model_merging
 
 from ...core import network_parts
-from .models import is_wuerstchen_model
+from .models import checked_model
 
 
 def check_mergeable(stage: str, model1, model2) -> None:
     """Both inputs Würstchen ``stage`` MODELs of one architecture, or a one-line error naming the input."""
     for name, patcher in (("model1", model1), ("model2", model2)):
-        model = getattr(patcher, "model", None)
-        if not is_wuerstchen_model(model):
-            raise ValueError(f"{name}: this MODEL is not a Würstchen v2 model ({type(model).__name__}); load the "
-                             f"{stage} with a Würstchen loader")
-        if model.STAGE != stage:
-            raise ValueError(f"{name}: got the Würstchen {model.STAGE} MODEL, but this node merges two {stage}s")
+        checked_model(patcher, stage, name, f"this node merges two {stage}s")
     config1, config2 = (getattr(m.model.diffusion_model, "config", None) for m in (model1, model2))
     if config1 != config2:
         differing = ", ".join(f"{key}={config2.get(key)} vs {value}" for key, value in config1.items()

@@ -59,6 +59,18 @@ def is_wuerstchen_model(model) -> bool:
     return getattr(model, "IS_WUERSTCHEN_MODEL", False) is True
 
 
+def checked_model(patcher, stage: str, input_name: str, needs: str):
+    """The Würstchen BaseModel of a MODEL given to ``input_name``, after checking it is the ``stage``'s; ``needs`` ends
+    the line saying what the input takes."""
+    model = getattr(patcher, "model", None)
+    if not is_wuerstchen_model(model):
+        raise ValueError(f"{input_name}: this MODEL is not a Würstchen v2 model ({type(model).__name__}); load the "
+                         f"{stage} with a Würstchen loader")
+    if model.STAGE != stage:
+        raise ValueError(f"{input_name}: got the Würstchen {model.STAGE} MODEL, but {needs}")
+    return model
+
+
 class _WuerstchenModel(comfy.model_base.BaseModel):
     IS_WUERSTCHEN_MODEL = True  # see is_wuerstchen_model
     STAGE = ""

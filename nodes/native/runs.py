@@ -13,19 +13,13 @@ import torch
 
 from ...core import draw_noise, repeat_for_batch
 from .guardrails import STAGE_C_INPUT
-from .models import is_wuerstchen_model
+from .models import checked_model
 from .sampling import reference_sigmas, sample_ddpm_wuerstchen
 
 
 def network(patcher, stage: str):
     """The ``stage`` network behind a Würstchen MODEL, after checking that the MODEL is one of that stage."""
-    model = getattr(patcher, "model", None)
-    if not is_wuerstchen_model(model):
-        raise ValueError(f"{stage}: this MODEL is not a Würstchen v2 model ({type(model).__name__}); load the {stage} "
-                         f"with a Würstchen loader")
-    if model.STAGE != stage:
-        raise ValueError(f"{stage}: got the Würstchen {model.STAGE} MODEL, but this input needs the {stage}")
-    return model.diffusion_model
+    return checked_model(patcher, stage, stage, f"this input needs the {stage}").diffusion_model
 
 
 def compute_dtype(patcher) -> torch.dtype:
