@@ -5,7 +5,7 @@ import inspect
 import pytest
 import torch
 
-from core import (DEFAULT_STAGE_C_TIMESTEPS, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, SCHEDULES, STAGES,
+from core import (DEFAULT_STAGE_C_TIMESTEPS, DTYPE_NAMES, SUPPORTED_DTYPES, auto_dtype_rule, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN, IMAGE_SIZE_STEP, SCHEDULES, STAGES,
                   PaellaVQ, StageBDecoder, StageCPrior, from_prior_space, image_size_for_stage_c, off_multiple,
                   schedule_timesteps, stage_b_size, stage_c_size, stage_c_size_for_stage_b, text_encoder_stage,
                   timestep_grid, to_prior_space)
@@ -62,3 +62,15 @@ def test_schedules_and_which_one_each_stage_runs():
     assert torch.equal(timestep_grid(**schedule_timesteps("linear", 4)), torch.linspace(1, 0, 5))
     with pytest.raises(ValueError, match=r"schedule must be one of \['reference', 'linear'\], got 'cosine'"):
         schedule_timesteps("cosine", 4)
+
+
+@pytest.mark.parametrize("stage", ["prior", "decoder", "vqgan"])
+def test_the_auto_dtype_rule_in_words_follows_the_supported_dtypes(stage):
+    """The loaders' tooltips say what "auto" picks: the stage's reduced-precision dtypes in the order placement tries
+    them, fp32 last and on the CPU, and "never fp16" exactly where fp16 is not supported."""
+    rule = auto_dtype_rule(stage)
+    names = {dtype: name for name, dtype in DTYPE_NAMES.items()}
+    positions = [rule.index(names[dtype]) for dtype in SUPPORTED_DTYPES[stage] if dtype != torch.float32]
+    assert positions == sorted(positions) and rule.index("else fp32") > max(positions)
+    assert ("never fp16" in rule) == (torch.float16 not in SUPPORTED_DTYPES[stage])
+    assert rule.endswith("fp32 on the CPU")
