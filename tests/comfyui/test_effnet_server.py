@@ -30,10 +30,12 @@ except (ImportError, RuntimeError, OSError):
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through conftest.py)
 from comfy_server import ServerError, running_server  # noqa: E402
 from demo_checkpoints import write_demo_effnet  # noqa: E402
-from pack import EXAMPLES  # noqa: E402
+from pack import EXAMPLES, ROOT  # noqa: E402
 
 VARIATION, IMG2IMG = "wuerstchen_image_variation", "wuerstchen_image_to_image"
-ENCODE = "15"  # the Image Encode node of the variation example
+ENCODE = "15"  # the Image Encode node of the variation example (today's and the saved one)
+# The examples as saved before the checkpoint loaders: the variation's encoder from the EfficientNet Loader.
+SAVED = ROOT / "tests" / "fixtures" / "saved_workflows"
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,19 @@ def test_new_nodes_are_registered_and_list_the_encoder_file(server):
     assert {"WuerstchenEfficientNetLoader", "WuerstchenEfficientNetEncode"} <= set(info)
     names = info["WuerstchenEfficientNetLoader"]["input"]["required"]["effnet_name"][0]
     assert names == ["model_v2_stage_b.pt"]  # single files only, not the demo diffusers folders
+    # The VAE Loader (today's variation example) offers it too, beside Stage A's demo folder.
+    assert "model_v2_stage_b.pt" in info["WuerstchenVAELoader"]["input"]["required"]["vqgan_name"][0]
+    assert {"WuerstchenEfficientNetVAELoader", "WuerstchenVAELoader"} <= set(info)
     assert set(info["WuerstchenVQEncode"]["input"]["optional"]) == {"width", "height"}
 
 
-def test_image_variation_example_over_http(server, tmp_path, capsys):
+@pytest.mark.parametrize("folder", [EXAMPLES, SAVED], ids=["today", "saved"])
+def test_image_variation_example_over_http(server, tmp_path, capsys, folder):
+    """Today's example (VAE Loader → Image Encode) and the saved one (EfficientNet Loader → Image Encode)."""
     from PIL import Image
-    code = qw.main(["--server", server.url, str(EXAMPLES / "api" / f"{VARIATION}.json"), "--seed", "3",
+    code = qw.main(["--server", server.url, str(folder / "api" / f"{VARIATION}.json"), "--seed", "3",
                     "--width", "256", "--height", "256", "--output", str(tmp_path),
-                    "--ui-workflow", str(EXAMPLES / f"{VARIATION}.json")])
+                    "--ui-workflow", str(folder / f"{VARIATION}.json")])
     out = capsys.readouterr()
     assert code == 0, out.err
     [path] = saved_paths(out.out)
@@ -112,10 +119,14 @@ def test_a_size_mismatch_fails_in_pixels_naming_the_input(server):
     assert "latent: this Stage C latent is for a 384×256 px image but the prior samples 256×256 px" in lines[0]
 
 
-def stock_variation() -> dict:
+# The loaders that give the EfficientNet as a VAE: today's VAE Loader, and the deprecated EfficientNet VAE Loader.
+EFFNET_VAE_LOADERS = {"WuerstchenVAELoader": "vqgan_name", "WuerstchenEfficientNetVAELoader": "effnet_name"}
+
+
+def stock_variation(loader: str = "WuerstchenVAELoader") -> dict:
     """Image variation with stock nodes only, around the Würstchen loaders: StableCascade_StageC_VAEEncode with the
-    EfficientNet VAE, KSampler on the prior at denoise 0.7, StableCascade_StageB_Conditioning, KSampler on the
-    decoder, VAEDecode with Stage A."""
+    EfficientNet VAE (from ``loader``), KSampler on the prior at denoise 0.7, StableCascade_StageB_Conditioning,
+    KSampler on the decoder, VAEDecode with Stage A."""
     def node(class_type, **inputs):
         return {"class_type": class_type, "inputs": inputs}
 
@@ -123,7 +134,7 @@ def stock_variation() -> dict:
     return {
         "1": node("WuerstchenPriorCheckpointLoader", folder="wuerstchen-prior", weight_dtype="auto"),
         "2": node("WuerstchenDecoderCheckpointLoader", folder="wuerstchen", weight_dtype="auto"),
-        "3": node("WuerstchenEfficientNetVAELoader", effnet_name="model_v2_stage_b.pt", weight_dtype="auto"),
+        "3": node(loader, **{EFFNET_VAE_LOADERS[loader]: "model_v2_stage_b.pt"}, weight_dtype="auto"),
         "4": node("LoadImage", image="wuerstchen_example_input.png"),
         "5": node("StableCascade_StageC_VAEEncode", image=["4", 0], vae=["3", 0], compression=42),
         "6": node("CLIPTextEncode", clip=["1", 1], text="a yellow sun"),
@@ -140,11 +151,11 @@ def stock_variation() -> dict:
     }
 
 
-def test_the_stock_graph_varies_an_image_through_the_efficientnet_vae(server):
+@pytest.mark.parametrize("loader", EFFNET_VAE_LOADERS)
+def test_the_stock_graph_varies_an_image_through_the_efficientnet_vae(server, loader):
     from PIL import Image
-    assert server.get("/object_info/WuerstchenEfficientNetVAELoader")["WuerstchenEfficientNetVAELoader"]["output"] == \
-        ["VAE"]
-    prompt_id = qw.queue_prompt(server.url, stock_variation())
+    assert server.get(f"/object_info/{loader}")[loader]["output"] == ["VAE"]
+    prompt_id = qw.queue_prompt(server.url, stock_variation(loader))
     entry = qw.wait_for_history(server.url, prompt_id, timeout=120)
     assert not qw.execution_errors(entry), qw.execution_errors(entry)
     [image] = qw.output_images(entry)

@@ -13,9 +13,10 @@ from fixtures_checkpoints import tiny_model
 from test_native_finite import CPU, model, text
 
 SEED, SIZE = 3, 256  # a 256×256 image: a 6×6 Stage C latent, a 64×64 Stage B latent
-START_C = "start from Würstchen Empty Latent's stage_c output"
-START_B = ("start from Würstchen Empty Latent's stage_b output (a Stage C latent goes to "
-           "StableCascade_StageB_Conditioning's stage_c)")
+EMPTY_LATENT = "StableCascade_EmptyLatentImage (compression 42)"  # where the messages send the user to start
+START_C = f"start from {EMPTY_LATENT}'s stage_c output"
+START_B = (f"start from {EMPTY_LATENT}'s stage_b output (a Stage C latent goes to "
+           f"StableCascade_StageB_Conditioning's stage_c)")
 STAGE_C = "Stage C latent (Würstchen prior / image encode output)"
 STAGE_B = "Stage B latent (Würstchen decoder / VQ encode output)"
 
@@ -25,7 +26,7 @@ def env():
     pack = comfyui()
     prior, decoder = model(pack, "prior"), model(pack, "decoder")
     prior_width, decoder_width = prior.model.diffusion_model.c_cond, decoder.model.diffusion_model.clip_embd
-    stage_c, stage_b = pack.NODE_CLASS_MAPPINGS["WuerstchenEmptyLatent"]().make(SIZE, SIZE, 1)
+    stage_c, stage_b = empty_stable_cascade_latents(SIZE, SIZE)  # what the messages tell a user to start from
     generator = torch.Generator().manual_seed(1)
     prior_out = {"samples": torch.randn(stage_c["samples"].shape, generator=generator), "wuerstchen_stage": "C"}
     decoder_out = {"samples": torch.randn(stage_b["samples"].shape, generator=generator), "wuerstchen_stage": "B"}
@@ -34,6 +35,12 @@ def env():
                 decoder_text=(stage_b_conditioning(text(decoder_width), prior_out), text(decoder_width)),
                 decoder_plain_text=(text(decoder_width), text(decoder_width)),
                 vae=native_module(pack, "vae").WuerstchenVAE(tiny_model("vqgan"), CPU, CPU, torch.float32))
+
+
+def empty_stable_cascade_latents(width: int, height: int) -> tuple[dict, dict]:
+    """(stage_c, stage_b) of ComfyUI's StableCascade_EmptyLatentImage at compression 42, Würstchen v2's."""
+    from comfy_extras.nodes_stable_cascade import StableCascade_EmptyLatentImage
+    return tuple(StableCascade_EmptyLatentImage.execute(width, height, 42, 1).args)
 
 
 def stage_b_conditioning(conditioning, stage_c):
@@ -52,9 +59,8 @@ def custom_advanced(env, patcher, text, latent):
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(*text)
     guider.set_cfg(1.0)
-    nodes = env["pack"].NODE_CLASS_MAPPINGS
-    return SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, nodes["WuerstchenSampler"]().get_sampler()[0],
-                                          nodes["WuerstchenSigmas"]().get_sigmas(2, "linear")[0], latent)[0]
+    sampler, sigmas = env["pack"].NODE_CLASS_MAPPINGS["WuerstchenSampler"]().get_sampler(2, "linear")
+    return SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, sampler, sigmas, latent)[0]
 
 
 def refused(patcher, run, *args) -> str:
@@ -83,8 +89,8 @@ def test_a_stock_empty_latent_image_into_the_prior(env, sampler):
     run = ksampler if sampler == "ksampler" else lambda *args: custom_advanced(env, *args)
     for size in (512, 256):  # 256 px would make a 32×32 Stage C latent, inside the sizes the prior takes
         assert refused(env["prior"], run, env["prior"], env["prior_text"], empty_sd_latent(size, size)) == (
-            f"latent_image: got an empty 4-channel latent (a stock Empty Latent Image, or Würstchen Empty Latent's "
-            f"stage_b output) but this input needs a {STAGE_C}; {START_C}")
+            f"latent_image: got an empty 4-channel latent (a stock Empty Latent Image, or the stage_b output of an "
+            f"empty latent) but this input needs a {STAGE_C}; {START_C}")
 
 
 def test_an_sd_or_stage_b_latent_into_the_prior(env):
@@ -108,7 +114,7 @@ def test_a_stage_c_latent_into_the_decoder(env):
         f"latent_image: got a 16-channel latent (a Stage C latent, the prior's output?) but this input needs a "
         f"{STAGE_B}; {START_B}")
     assert refused(env["decoder"], ksampler, env["decoder"], env["decoder_text"], env["stage_c"]) == (
-        f"latent_image: got an empty 16-channel latent (Würstchen Empty Latent's stage_c output?) but this input "
+        f"latent_image: got an empty 16-channel latent (the stage_c output of an empty latent?) but this input "
         f"needs a {STAGE_B}; {START_B}")
 
 
@@ -116,7 +122,7 @@ def test_an_sd_latent_into_the_decoder(env):
     """Four channels like a Stage B latent, but half its size: the Stage C latent on positive tells."""
     assert refused(env["decoder"], ksampler, env["decoder"], env["decoder_text"], empty_sd_latent(256, 256)) == (
         "latent_image: this Stage B latent is for a 128×128 px image but the Stage C latent on positive is for "
-        "256×256 px; start from Würstchen Empty Latent's stage_b output at the prior's width and height")
+        f"256×256 px; start from {EMPTY_LATENT}'s stage_b output at the prior's width and height")
 
 
 # --- the decoder's Stage C latent ----------------------------------------------------------------------------------

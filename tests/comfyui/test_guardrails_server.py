@@ -36,8 +36,9 @@ def ksampler(model: list, positive: list, negative: list, latent: list, steps: i
 
 
 def text_to_image() -> dict:
-    """The stock-node text-to-image graph on the demo models: checkpoint loaders → CLIPTextEncode → KSampler →
-    StableCascade_StageB_Conditioning → KSampler → VAEDecode → SaveImage."""
+    """The stock-node text-to-image graph on the demo models: checkpoint loaders → CLIPTextEncode →
+    StableCascade_EmptyLatentImage → KSampler → StableCascade_StageB_Conditioning → KSampler → VAEDecode →
+    SaveImage."""
     def encode(loader: str, text: str) -> dict:
         return {"class_type": "CLIPTextEncode", "inputs": {"clip": [loader, 1], "text": text}}
     return {
@@ -46,7 +47,8 @@ def text_to_image() -> dict:
         "2": {"class_type": "WuerstchenDecoderCheckpointLoader", "inputs": {"folder": "wuerstchen",
                                                                             "weight_dtype": "auto"}},
         "3": encode("1", "a horse"), "4": encode("1", ""), "5": encode("2", "a horse"), "6": encode("2", ""),
-        "7": {"class_type": "WuerstchenEmptyLatent", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "7": {"class_type": "StableCascade_EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE,
+                                                                         "compression": 42, "batch_size": 1}},
         PRIOR_SAMPLER: ksampler(["1", 0], ["3", 0], ["4", 0], ["7", 0], 3),
         "9": {"class_type": "StableCascade_StageB_Conditioning", "inputs": {"conditioning": ["5", 0],
                                                                             "stage_c": [PRIOR_SAMPLER, 0]}},
@@ -68,8 +70,8 @@ def test_wiring_mistakes_are_one_line_each_then_the_right_graph_runs(server):
     stock_empty["20"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}}
     stock_empty[PRIOR_SAMPLER]["inputs"]["latent_image"] = ["20", 0]
     assert fails_with(server, stock_empty, PRIOR_SAMPLER) == (
-        f"latent_image: got an empty 4-channel latent (a stock Empty Latent Image, or Würstchen Empty Latent's stage_b "
-        f"output) but this input needs a {STAGE_C}; {START_C}")
+        f"latent_image: got an empty 4-channel latent (a stock Empty Latent Image, or the stage_b output of an empty "
+        f"latent) but this input needs a {STAGE_C}; {START_C}")
 
     no_stage_c = text_to_image()
     no_stage_c[DECODER_SAMPLER]["inputs"]["positive"] = ["5", 0]

@@ -26,7 +26,11 @@ LOADER_CHOICES = {"WuerstchenPriorLoader": ("prior_name", "wuerstchen-prior"),
                   "WuerstchenDecoderLoader": ("decoder_name", "wuerstchen"),
                   "WuerstchenVQGANLoader": ("vqgan_name", "wuerstchen"),
                   "WuerstchenPriorCheckpointLoader": ("folder", "wuerstchen-prior"),
-                  "WuerstchenDecoderCheckpointLoader": ("folder", "wuerstchen")}
+                  "WuerstchenDecoderCheckpointLoader": ("folder", "wuerstchen"),
+                  "WuerstchenPriorModelLoader": ("prior_name", "wuerstchen-prior"),
+                  "WuerstchenDecoderModelLoader": ("decoder_name", "wuerstchen"),
+                  "WuerstchenVAELoader": ("vqgan_name", "wuerstchen"),
+                  "WuerstchenCLIPLoader": ("clip_name", "wuerstchen-prior")}
 
 
 @pytest.fixture(scope="module")

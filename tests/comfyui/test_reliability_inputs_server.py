@@ -22,9 +22,14 @@ COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
 from comfy_server import ServerError, running_server  # noqa: E402
 from pack import EXAMPLES, ROOT  # noqa: E402
-from test_reliability_server import assert_short, execution_error, rejected, run, small_t2i  # noqa: E402
+from test_reliability_server import (ADDED, SAVED_VQGAN_LOADER, assert_short, execution_error, rejected,  # noqa: E402
+                                     run, small_t2i, with_loader)
 
+# The same ids in today's text-to-image example and in the saved five-loader one.
 PRIOR_LOADER, PRIOR_TEXT, PRIOR, DECODER, SAVE = "1", "3", "5", "9", "12"
+# Node 1's model input: today's Prior Checkpoint Loader, the saved workflow's Prior Loader; node 6 / 2 load the decoder.
+PRIOR_NAME = {"today": "folder", "saved": "prior_name"}
+DECODER_LOADER = {"today": "2", "saved": "6"}
 PRIOR_PARTS = ["projection", "cond_mapper", *(f"level_{level:02d}" for level in range(32)), "out"]
 DECODER_PARTS = ["embedding", "clip_mapper", "effnet_mappers", *(f"down_{level}" for level in range(4)),
                  *(f"up_{level}" for level in reversed(range(4))), "clf"]
@@ -116,25 +121,30 @@ def test_a_nan_merge_ratio_is_refused_when_queued_and_when_linked(server, stage,
 
 
 # --- items 4 and 5: prompts beyond the emphasis bounds, NaN weights ----------------------------------------------
+# The prompt checks are Würstchen Text Encode's, as the saved workflow has it (today's example encodes with ComfyUI's
+# CLIPTextEncode, whose inputs the pack does not validate).
 
 def test_an_extreme_emphasis_weight_is_refused_naming_the_text_input(server):
     expected = "text: emphasis weight '1e308' in '(cat:1e308)' is out of range: use a number between -100 and 100"
-    assert refused_at(server, small_t2i(**{f"{PRIOR_TEXT}.text": "a (cat:1e308)"}), PRIOR_TEXT) == expected
-    prompt = linked(small_t2i(), PRIOR_TEXT, "text", "PrimitiveString", "a (cat:1e308)")
+    assert refused_at(server, small_t2i(saved=True, **{f"{PRIOR_TEXT}.text": "a (cat:1e308)"}), PRIOR_TEXT) == \
+        expected
+    prompt = linked(small_t2i(saved=True), PRIOR_TEXT, "text", "PrimitiveString", "a (cat:1e308)")
     error = fails_at(server, prompt, PRIOR_TEXT)
     assert error["exception_message"] == expected and error["exception_type"] == "wuerstchen.PromptSyntaxError"
 
 
 def test_ten_thousand_nested_parentheses_are_refused_quickly(server):
-    prompt = small_t2i(**{f"{PRIOR_TEXT}.text": "(" * 10_000 + "cat" + ")" * 10_000})
+    prompt = small_t2i(saved=True, **{f"{PRIOR_TEXT}.text": "(" * 10_000 + "cat" + ")" * 10_000})
     started = time.monotonic()
     message = refused_at(server, prompt, PRIOR_TEXT)
     assert time.monotonic() - started < 2.0
     assert message.startswith("text: emphasis brackets nest more than 32 levels deep"), message
 
 
-def test_nan_weights_are_named_as_the_cause(server):
-    error = fails_at(server, small_t2i(**{f"{PRIOR_LOADER}.prior_name": "nan-prior"}), PRIOR)
+@pytest.mark.parametrize("workflow", PRIOR_NAME)
+def test_nan_weights_are_named_as_the_cause(server, workflow):
+    prompt = small_t2i(saved=workflow == "saved", **{f"{PRIOR_LOADER}.{PRIOR_NAME[workflow]}": "nan-prior"})
+    error = fails_at(server, prompt, PRIOR)
     assert error["exception_message"].startswith(
         "Stage C (prior) produced NaN/Inf values: its weight out.1.weight holds NaN/Inf values"), error
     assert "fp16" not in error["exception_message"]
@@ -153,11 +163,17 @@ def test_nan_weights_stop_the_native_path_too(server):
 
 # --- item 6: error types without the install path --------------------------------------------------------------
 
-def test_a_checkpoint_error_has_a_short_type(server):
+@pytest.mark.parametrize("workflow", ["today", "saved"])
+def test_a_checkpoint_error_has_a_short_type(server, workflow):
     models = server.base / "models" / "wuerstchen"
     vqgan = (models / "wuerstchen" / "vqgan" / "diffusion_pytorch_model.safetensors").read_bytes()
     (models / "cut.safetensors").write_bytes(vqgan[:200])
-    error = fails_at(server, small_t2i(**{"10.vqgan_name": "cut.safetensors"}), "10")
+    if workflow == "saved":  # the VQGAN Loader
+        prompt, node_id = small_t2i(saved=True, **{f"{SAVED_VQGAN_LOADER}.vqgan_name": "cut.safetensors"}), \
+            SAVED_VQGAN_LOADER
+    else:
+        prompt, node_id = with_loader(small_t2i(), "WuerstchenVAELoader", "vqgan_name", "cut.safetensors"), ADDED
+    error = fails_at(server, prompt, node_id)
     assert error["exception_type"] == "wuerstchen.CheckpointError", error
     assert error["exception_message"].startswith("cut.safetensors cannot be read")
 
@@ -223,8 +239,10 @@ def replace_weights(weights_file) -> None:
     os.replace(staged, weights_file)
 
 
-def test_a_replaced_model_file_is_loaded_again_on_the_next_run(server):
-    prompt = small_t2i(**{f"{PRIOR_LOADER}.prior_name": SWAPPED, f"{PRIOR}.seed": 314, f"{DECODER}.seed": 314})
+@pytest.mark.parametrize("workflow", PRIOR_NAME)
+def test_a_replaced_model_file_is_loaded_again_on_the_next_run(server, workflow):
+    prompt = small_t2i(saved=workflow == "saved", **{f"{PRIOR_LOADER}.{PRIOR_NAME[workflow]}": SWAPPED,
+                                                     f"{PRIOR}.seed": 314, f"{DECODER}.seed": 314})
     first = run(server, prompt)
     assert first["status"]["status_str"] == "success", qw.execution_errors(first)
     again = run(server, prompt)
@@ -233,5 +251,5 @@ def test_a_replaced_model_file_is_loaded_again_on_the_next_run(server):
     after = run(server, prompt)
     assert after["status"]["status_str"] == "success", qw.execution_errors(after)
     assert PRIOR_LOADER not in cached_nodes(after) and PRIOR not in cached_nodes(after)
-    assert "6" in cached_nodes(after)  # the decoder's loader read nothing new
+    assert DECODER_LOADER[workflow] in cached_nodes(after)  # the decoder's loader read nothing new
     assert saved_pixels(server, after) != saved_pixels(server, first)

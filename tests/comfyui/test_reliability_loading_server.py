@@ -22,9 +22,16 @@ COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
 from comfy_server import ServerError, running_server  # noqa: E402
-from pack import EXAMPLES  # noqa: E402
+from pack import EXAMPLES, ROOT  # noqa: E402
+from test_reliability_server import ADDED, with_loader  # noqa: E402
 
+# Today's examples: node 1 the Prior Checkpoint Loader (prior + CLIP), 14 the variation's VAE Loader (the EfficientNet
+# as an encode-only VAE). The examples as saved before (tests/fixtures/saved_workflows): node 1 the Prior Loader,
+# 2 the prior's Text Encoder Loader, 10 the VQGAN Loader, 14 the variation's EfficientNet Loader.
+SAVED = ROOT / "tests" / "fixtures" / "saved_workflows" / "api"
 PRIOR_LOADER, TEXT_ENCODER_LOADER, VQGAN_LOADER, EFFNET_LOADER, IMAGE = "1", "2", "10", "14", "13"
+PRIOR_NAME = {"today": "folder", "saved": "prior_name"}
+EFFNET_VAE_COPY = "effnet-copy/model_v2_stage_b.pt"  # the EfficientNet copy today's VAE Loader loads
 RUN_TIMEOUT = 120.0
 MESSAGE_LIMIT = 300  # nodes/messages.py MAX_MESSAGE_LENGTH
 ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(=])/[^\s/]+/")
@@ -53,6 +60,9 @@ def write_test_models(models: Path, inputs: Path) -> None:
 
     shutil.copytree(models / "wuerstchen-prior", models / "text-encoder-copy")
     write_demo_effnet(models / "effnet-copy.pt")
+    # The VAE Loader tells the EfficientNet from Stage A by the file's name alone: the released name, in a folder.
+    (models / "effnet-copy").mkdir()
+    write_demo_effnet(models / EFFNET_VAE_COPY)
     with Image.open(inputs / "wuerstchen_example_input.png") as image:
         image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(inputs / "flipped.png")
     for name, (values, _) in BAD_CONFIGS.items():
@@ -68,8 +78,9 @@ def write_test_models(models: Path, inputs: Path) -> None:
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def workflow(name: str, **inputs) -> dict:
-    prompt = json.loads((EXAMPLES / "api" / f"{name}.json").read_text(encoding="utf-8"))
+def workflow(name: str, saved: bool = False, **inputs) -> dict:
+    """Example ``name`` at 256 px with a few steps: today's, or with ``saved`` the one saved with the five loaders."""
+    prompt = json.loads(((SAVED if saved else EXAMPLES / "api") / f"{name}.json").read_text(encoding="utf-8"))
     settings = {"5.width": 256, "5.height": 256, "5.steps": 3, "9.steps": 2, "5.seed": 1, "9.seed": 1, **inputs}
     if "15" in prompt:  # the variation's image encode must match the prior's size
         settings.update({"15.width": settings["5.width"], "15.height": settings["5.height"]})
@@ -134,44 +145,55 @@ def rewrite_unnoticed(file: Path) -> None:
 
 # --- 1. a loaded model's file changes on disk ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,loader,file,change", [
-    ("wuerstchen_text_to_image", {f"{TEXT_ENCODER_LOADER}.clip_name": "text-encoder-copy"},
-     "text-encoder-copy/text_encoder/model.safetensors", {"3.text": "a hare in the snow"}),
-    ("wuerstchen_image_variation", {f"{EFFNET_LOADER}.effnet_name": "effnet-copy.pt"}, "effnet-copy.pt",
-     {f"{IMAGE}.image": "flipped.png"}),
-], ids=["text_encoder", "effnet"])
-def test_a_loaded_models_file_cut_short_never_crashes_the_server(server, name, loader, file, change):
+# (example, saved, the loader's input set to the copy, the copy's file): the text encoder through today's Prior
+# Checkpoint Loader (a folder with a prior and a text encoder) and the saved Text Encoder Loader; the EfficientNet
+# through today's VAE Loader and the saved EfficientNet Loader.
+TEXT_ENCODER_FILE = "text-encoder-copy/text_encoder/model.safetensors"
+LOADED_COPIES = {
+    "text_encoder": ("wuerstchen_text_to_image", False, {f"{PRIOR_LOADER}.folder": "text-encoder-copy"},
+                     TEXT_ENCODER_FILE),
+    "saved_text_encoder": ("wuerstchen_text_to_image", True, {f"{TEXT_ENCODER_LOADER}.clip_name": "text-encoder-copy"},
+                           TEXT_ENCODER_FILE),
+    "effnet": ("wuerstchen_image_variation", False, {f"{EFFNET_LOADER}.vqgan_name": EFFNET_VAE_COPY},
+               EFFNET_VAE_COPY),
+    "saved_effnet": ("wuerstchen_image_variation", True, {f"{EFFNET_LOADER}.effnet_name": "effnet-copy.pt"},
+                     "effnet-copy.pt"),
+}
+CHANGES = {"wuerstchen_text_to_image": "3.text", "wuerstchen_image_variation": f"{IMAGE}.image"}
+
+
+@pytest.mark.parametrize("case", LOADED_COPIES)
+def test_a_loaded_models_file_cut_short_never_crashes_the_server(server, case):
+    name, saved, loader, file = LOADED_COPIES[case]
+    change = {CHANGES[name]: {"3.text": "a hare in the snow", f"{IMAGE}.image": "flipped.png"}[CHANGES[name]]}
     weights = server.base / "models" / "wuerstchen" / file
-    succeeded(server, workflow(name, **loader))
+    succeeded(server, workflow(name, saved, **loader))
     content = cut_short(weights)
     try:
-        entry = run(server, workflow(name, **loader, **change))  # the model has to run again
+        entry = run(server, workflow(name, saved, **loader, **change))  # the model has to run again
         if entry["status"]["status_str"] != "success":  # reloaded from the cut file, or refused: one line
             assert "cannot be read" in one_line_error(entry, next(iter(loader)).split(".")[0])
     finally:
         weights.write_bytes(content)
-    succeeded(server, workflow(name, **loader, **{"5.seed": 2}))
+    succeeded(server, workflow(name, saved, **loader, **{"5.seed": 2}))
 
 
-@pytest.mark.parametrize("name,loader,file,change", [
-    ("wuerstchen_text_to_image", {f"{TEXT_ENCODER_LOADER}.clip_name": "text-encoder-copy"},
-     "text-encoder-copy/text_encoder/model.safetensors", "3.text"),
-    ("wuerstchen_image_variation", {f"{EFFNET_LOADER}.effnet_name": "effnet-copy.pt"}, "effnet-copy.pt",
-     f"{IMAGE}.image"),
-], ids=["text_encoder", "effnet"])
-def test_loaded_weights_stay_those_that_were_loaded(server, name, loader, file, change):
+@pytest.mark.parametrize("case", LOADED_COPIES)
+def test_loaded_weights_stay_those_that_were_loaded(server, case):
+    name, saved, loader, file = LOADED_COPIES[case]
+    change = CHANGES[name]
     # A rewrite that IS_CHANGED cannot see keeps the cached model in use: its weights must be the ones read at
     # loading (weights mapped to the file would now read zeros, or crash on a shorter file).
     first, other = {"3.text": ("a red kite", "a blue kite"), f"{IMAGE}.image": ("wuerstchen_example_input.png",
                                                                                 "flipped.png")}[change]
     settings = {**loader, "5.seed": 7, "9.seed": 7}
-    before = succeeded(server, workflow(name, **settings, **{change: first}))
-    succeeded(server, workflow(name, **settings, **{change: other}))  # the next run must run the model again
+    before = succeeded(server, workflow(name, saved, **settings, **{change: first}))
+    succeeded(server, workflow(name, saved, **settings, **{change: other}))  # the next run must run the model again
     weights = server.base / "models" / "wuerstchen" / file
     content = weights.read_bytes()
     rewrite_unnoticed(weights)
     try:
-        after = succeeded(server, workflow(name, **settings, **{change: first}))
+        after = succeeded(server, workflow(name, saved, **settings, **{change: first}))
     finally:
         weights.write_bytes(content)
     assert (after == before).all(), "the image changed: the model read weights from the rewritten file"
@@ -179,26 +201,34 @@ def test_loaded_weights_stay_those_that_were_loaded(server, name, loader, file, 
 
 # --- 2. config values beyond any Würstchen v2 prior ------------------------------------------------------------
 
-def test_config_values_beyond_any_prior_are_refused_quickly_in_one_line(server):
+@pytest.mark.parametrize("workflow_kind", PRIOR_NAME)
+def test_config_values_beyond_any_prior_are_refused_quickly_in_one_line(server, workflow_kind):
     before = rss_mb(server.process.pid)
     for name, (_, expected) in BAD_CONFIGS.items():
         started = time.monotonic()
-        entry = run(server, workflow("wuerstchen_text_to_image", **{f"{PRIOR_LOADER}.prior_name": name}))
+        entry = run(server, workflow("wuerstchen_text_to_image", workflow_kind == "saved",
+                                     **{f"{PRIOR_LOADER}.{PRIOR_NAME[workflow_kind]}": name}))
         assert time.monotonic() - started < 30, f"{name} took {time.monotonic() - started:.0f} s"
         message = one_line_error(entry, PRIOR_LOADER)
         assert message.startswith(f"{name}/config.json has a bad value: {expected}"), message
     assert rss_mb(server.process.pid) - before < RSS_GROWTH_MB
-    succeeded(server, workflow("wuerstchen_text_to_image", **{"5.seed": 11}))
+    succeeded(server, workflow("wuerstchen_text_to_image", workflow_kind == "saved", **{"5.seed": 11}))
 
 
 # --- 3b. integer or bool weights ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("node_id,input_name,name,expected", [
-    (PRIOR_LOADER, "prior_name", "prior-int8", "is stored as int8, but the weights of the prior"),
-    (VQGAN_LOADER, "vqgan_name", "vqgan-bool", "is stored as bool, but the weights of the vqgan"),
-], ids=["int8_prior", "bool_vqgan"])
-def test_integer_or_bool_weights_are_refused_naming_the_dtype(server, node_id, input_name, name, expected):
-    entry = run(server, workflow("wuerstchen_text_to_image", **{f"{node_id}.{input_name}": name}))
+@pytest.mark.parametrize("saved,node_id,input_name,name,expected", [
+    (False, PRIOR_LOADER, "folder", "prior-int8", "is stored as int8, but the weights of the prior"),
+    (False, "WuerstchenVAELoader", "vqgan_name", "vqgan-bool", "is stored as bool, but the weights of the vqgan"),
+    (True, PRIOR_LOADER, "prior_name", "prior-int8", "is stored as int8, but the weights of the prior"),
+    (True, VQGAN_LOADER, "vqgan_name", "vqgan-bool", "is stored as bool, but the weights of the vqgan"),
+], ids=["int8_prior", "bool_vqgan", "saved_int8_prior", "saved_bool_vqgan"])
+def test_integer_or_bool_weights_are_refused_naming_the_dtype(server, saved, node_id, input_name, name, expected):
+    if node_id.isdigit():
+        prompt = workflow("wuerstchen_text_to_image", saved, **{f"{node_id}.{input_name}": name})
+    else:  # a VAE Loader added to today's example, in place of the Decoder Checkpoint Loader's VAE
+        prompt, node_id = with_loader(workflow("wuerstchen_text_to_image"), node_id, input_name, name), ADDED
+    entry = run(server, prompt)
     message = one_line_error(entry, node_id)
     assert message.startswith(f"{name}/diffusion_pytorch_model.safetensors: ") and expected in message, message
     assert "must be floating point" in message

@@ -23,16 +23,24 @@ COMFYUI_DIR, COMFYUI_PYTHON = comfyui_or_skip()
 
 import queue_workflow as qw  # noqa: E402  (scripts/ is on sys.path through pack.py)
 from comfy_server import ServerError, running_server  # noqa: E402
-from pack import EXAMPLES  # noqa: E402
+from pack import EXAMPLES, ROOT  # noqa: E402
 
-PRIOR_LOADER, PRIOR_TEXT, PRIOR, DECODER_LOADER, DECODER_TEXT, VQGAN_LOADER = "1", "3", "5", "6", "8", "10"
-TEXT_ENCODER_LOADER, DECODER = "2", "9"
+# Today's text-to-image example: checkpoint loaders (1 prior + CLIP, 2 decoder + CLIP + VAE), CLIPTextEncode, the
+# pack's samplers, VAEDecode. The same ids hold the same roles (prior loader, prompts, samplers) in the saved one.
+PRIOR_LOADER, PRIOR_TEXT, PRIOR, DECODER_TEXT, DECODER, DECODE = "1", "3", "5", "8", "9", "11"
+ADDED = "20"  # a loader a test adds to today's example (with_loader)
+# The text-to-image example as saved before the checkpoint loaders: the five loaders, Würstchen Text Encode.
+SAVED = ROOT / "tests" / "fixtures" / "saved_workflows" / "api"
+SAVED_TEXT_ENCODER_LOADER, SAVED_VQGAN_LOADER = "2", "10"
 RUN_TIMEOUT = 120.0
 MESSAGE_LIMIT = 300  # nodes/messages.py MAX_MESSAGE_LENGTH
 SOAK_PROMPTS = 30
 SOAK_RSS_GROWTH_MB = 100  # the issue's 100-prompt soak grew 16 MB
 LOADERS = {"WuerstchenPriorLoader": "prior_name", "WuerstchenDecoderLoader": "decoder_name",
-           "WuerstchenVQGANLoader": "vqgan_name", "WuerstchenTextEncoderLoader": "clip_name"}
+           "WuerstchenVQGANLoader": "vqgan_name", "WuerstchenTextEncoderLoader": "clip_name",
+           "WuerstchenPriorCheckpointLoader": "folder", "WuerstchenDecoderCheckpointLoader": "folder",
+           "WuerstchenPriorModelLoader": "prior_name", "WuerstchenDecoderModelLoader": "decoder_name",
+           "WuerstchenVAELoader": "vqgan_name", "WuerstchenCLIPLoader": "clip_name"}
 
 
 class CreatesMarker:
@@ -86,12 +94,27 @@ def write_bad_files(models: Path, marker: Path) -> None:
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def small_t2i(**inputs) -> dict:
-    prompt = json.loads((EXAMPLES / "api" / "wuerstchen_text_to_image.json").read_text(encoding="utf-8"))
+def small_t2i(*, saved: bool = False, **inputs) -> dict:
+    """Text-to-image at 256 px with a few steps: today's example, or with ``saved`` the five-loader one."""
+    prompt = json.loads(((SAVED if saved else EXAMPLES / "api") / "wuerstchen_text_to_image.json")
+                        .read_text(encoding="utf-8"))
     settings = {"5.width": 256, "5.height": 256, "5.steps": 3, "9.steps": 2, "5.seed": 1, "9.seed": 1, **inputs}
     for key, value in settings.items():
         node_id, input_name = key.split(".")
         prompt[node_id]["inputs"][input_name] = value
+    return prompt
+
+
+# The loaders a test adds to today's example, as node ADDED, and the input each feeds.
+ADDED_FEEDS = {"WuerstchenVAELoader": (DECODE, "vae"), "WuerstchenCLIPLoader": (DECODER_TEXT, "clip")}
+
+
+def with_loader(prompt: dict, class_type: str, input_name: str, name: str) -> dict:
+    """Today's text-to-image ``prompt`` with a ``class_type`` loader of ``name`` as node ADDED, wired where the
+    checkpoint loader's output was."""
+    prompt[ADDED] = {"class_type": class_type, "inputs": {input_name: name, "weight_dtype": "auto"}}
+    consumer, consumer_input = ADDED_FEEDS[class_type]
+    prompt[consumer]["inputs"][consumer_input] = [ADDED, 0]
     return prompt
 
 
@@ -141,26 +164,55 @@ def test_symlink_loops_list_in_under_a_second(server):
 
 
 def test_a_device_under_a_weights_name_is_not_offered(server):
-    choices = qw.get_json(server.url, "/object_info/WuerstchenVQGANLoader")["WuerstchenVQGANLoader"]
-    assert "zero.safetensors" not in choices["input"]["required"]["vqgan_name"][0]
-    errors = rejected(server, small_t2i(**{"10.vqgan_name": "zero.safetensors"}), VQGAN_LOADER)
-    assert [e["type"] for e in errors] == ["value_not_in_list"]
+    for loader in ("WuerstchenVQGANLoader", "WuerstchenVAELoader"):
+        choices = qw.get_json(server.url, f"/object_info/{loader}")[loader]
+        assert "zero.safetensors" not in choices["input"]["required"]["vqgan_name"][0], loader
+    saved = small_t2i(saved=True, **{f"{SAVED_VQGAN_LOADER}.vqgan_name": "zero.safetensors"})
+    today = with_loader(small_t2i(), "WuerstchenVAELoader", "vqgan_name", "zero.safetensors")
+    for prompt, node_id in ((saved, SAVED_VQGAN_LOADER), (today, ADDED)):
+        errors = rejected(server, prompt, node_id)
+        assert [e["type"] for e in errors] == ["value_not_in_list"]
 
 
 # --- bad files: never unpickled, one short line each ----------------------------------------------------------
 
-@pytest.mark.parametrize("node_id,input_name,name,expected", [
-    (VQGAN_LOADER, "vqgan_name", "evil.pt", "evil.pt holds pickled objects that are not plain tensors"),
-    (VQGAN_LOADER, "vqgan_name", "truncated.safetensors", "truncated.safetensors cannot be read: truncated"),
-    (PRIOR_LOADER, "prior_name", "escaping-shards",
-     "diffusion_pytorch_model.safetensors.index.json names shard '../../../../etc/passwd.safetensors', which is "
-     "not a file name inside its folder"),
-    (PRIOR_LOADER, "prior_name", "bad-config", "bad-config/config.json has a bad value: c='abc': expected a whole"),
-    (TEXT_ENCODER_LOADER, "clip_name", "bad-clip",
-     "text_encoder/model.safetensors is not a CLIP text encoder"),
-], ids=["pickle_with_code", "truncated_safetensors", "shard_index_outside", "config_bad_values", "text_encoder"])
-def test_bad_model_file_fails_with_one_short_line(server, node_id, input_name, name, expected):
-    entry = run(server, small_t2i(**{f"{node_id}.{input_name}": name}))
+BAD_FILES = {  # the file or folder, the start of its one line
+    "pickle_with_code": ("evil.pt", "evil.pt holds pickled objects that are not plain tensors"),
+    "truncated_safetensors": ("truncated.safetensors", "truncated.safetensors cannot be read: truncated"),
+    "shard_index_outside": ("escaping-shards", "diffusion_pytorch_model.safetensors.index.json names shard "
+                            "'../../../../etc/passwd.safetensors', which is not a file name inside its folder"),
+    "config_bad_values": ("bad-config", "bad-config/config.json has a bad value: c='abc': expected a whole"),
+    "text_encoder": ("bad-clip", "text_encoder/model.safetensors is not a CLIP text encoder"),
+}
+# Where each bad file goes: the saved workflow's five loaders by node id; in today's example the Prior Checkpoint
+# Loader (node 1), or a VAE / CLIP Loader added by class (ComfyUI's MODEL, CLIP and VAE through load_component).
+BAD_FILE_LOADERS = {
+    "saved": {"pickle_with_code": (SAVED_VQGAN_LOADER, "vqgan_name"),
+              "truncated_safetensors": (SAVED_VQGAN_LOADER, "vqgan_name"),
+              "shard_index_outside": (PRIOR_LOADER, "prior_name"), "config_bad_values": (PRIOR_LOADER, "prior_name"),
+              "text_encoder": (SAVED_TEXT_ENCODER_LOADER, "clip_name")},
+    "today": {"pickle_with_code": ("WuerstchenVAELoader", "vqgan_name"),
+              "truncated_safetensors": ("WuerstchenVAELoader", "vqgan_name"),
+              "shard_index_outside": (PRIOR_LOADER, "folder"), "config_bad_values": (PRIOR_LOADER, "folder"),
+              "text_encoder": ("WuerstchenCLIPLoader", "clip_name")},
+}
+
+
+def bad_file_prompt(workflow: str, case: str) -> tuple[dict, str]:
+    """(the text-to-image prompt loading ``case``'s bad file, the id of the node that loads it)."""
+    loader, input_name = BAD_FILE_LOADERS[workflow][case]
+    name = BAD_FILES[case][0]
+    if loader.isdigit():
+        return small_t2i(saved=workflow == "saved", **{f"{loader}.{input_name}": name}), loader
+    return with_loader(small_t2i(), loader, input_name, name), ADDED
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+@pytest.mark.parametrize("workflow", BAD_FILE_LOADERS)
+def test_bad_model_file_fails_with_one_short_line(server, workflow, case):
+    prompt, node_id = bad_file_prompt(workflow, case)
+    expected = BAD_FILES[case][1]
+    entry = run(server, prompt)
     error = execution_error(entry)
     assert error["node_id"] == node_id
     message = assert_short(error["exception_message"])
@@ -186,8 +238,11 @@ def test_non_finite_numbers_are_refused_at_queue_time(server, node_id, input_nam
     assert all(f"{input_name}={value} is not a finite number" in e["details"] for e in errors), errors
 
 
-def test_lone_surrogate_prompt_fails_with_a_clear_line(server):
-    entry = run(server, small_t2i(**{"3.text": "fox \ud800 snow"}))
+@pytest.mark.parametrize("saved", [False, True], ids=["today", "saved"])
+def test_lone_surrogate_prompt_fails_with_a_clear_line(server, saved):
+    # Today: CLIPTextEncode on the Prior Checkpoint Loader's CLIP (its tokenizer is the pack's); saved: Würstchen Text
+    # Encode on the Text Encoder Loader's encoder (inside ComfyUI a Würstchen CLIP too).
+    entry = run(server, small_t2i(saved=saved, **{"3.text": "fox \ud800 snow"}))
     error = execution_error(entry)
     assert error["node_id"] == PRIOR_TEXT
     assert assert_short(error["exception_message"]).startswith(

@@ -1,6 +1,7 @@
 """The stock text-to-image graph on a real ComfyUI server gives diffusers' pipelines' results at the same seeds:
-Würstchen checkpoint loaders → CLIPTextEncode → SamplerCustomAdvanced (RandomNoise, CFGGuider, Würstchen Sigmas /
-Sampler) → StableCascade_StageB_Conditioning → SamplerCustomAdvanced → VAEDecode, at batch 1 and 2 with a negative
+Würstchen checkpoint loaders → CLIPTextEncode → StableCascade_EmptyLatentImage → SamplerCustomAdvanced (RandomNoise,
+CFGGuider, Würstchen DDPM Sampler's SAMPLER and SIGMAS) → StableCascade_StageB_Conditioning → SamplerCustomAdvanced →
+VAEDecode, as the native_reference example wires them, at batch 1 and 2 with a negative
 prompt and guidance on both stages; and with the stock LoraLoader (model + clip) and a prior + text-encoder LoRA saved
 by diffusers, diffusers' fused result. The Stage C latent comes out exactly through SaveLatent (a safetensors file),
 the images as 8-bit PNGs (so within 2/255). Tiny demo models, the ones the server loads; diffusers is the oracle.
@@ -116,8 +117,8 @@ def reference_pipelines(folder):
 
 
 def stock_graph(name: str, case: Case) -> dict:
-    """The API prompt: stock nodes around the pack's loaders, Empty Latent, Sigmas and Sampler; the Stage C latent
-    saved by SaveLatent, the images by SaveImage."""
+    """The API prompt: stock nodes around the pack's loaders and DDPM Samplers (one per stage, each giving its
+    schedule's SIGMAS); the Stage C latent saved by SaveLatent, the images by SaveImage."""
     def node(class_type, **inputs):
         return {"class_type": class_type, "inputs": inputs}
 
@@ -125,8 +126,8 @@ def stock_graph(name: str, case: Case) -> dict:
     graph = {
         "1": node("WuerstchenPriorCheckpointLoader", folder="wuerstchen-prior", weight_dtype="fp32"),
         "2": node("WuerstchenDecoderCheckpointLoader", folder="wuerstchen", weight_dtype="fp32"),
-        "3": node("WuerstchenEmptyLatent", width=WIDTH, height=HEIGHT, batch_size=case.batch),
-        "4": node("WuerstchenSampler"),
+        "3": node("StableCascade_EmptyLatentImage", width=WIDTH, height=HEIGHT, compression=42, batch_size=case.batch),
+        "4": node("WuerstchenSampler", steps=case.prior_steps, schedule=case.schedule, denoise=1.0),
     }
     if case.lora:
         graph["5"] = node("LoraLoader", model=prior_model, clip=prior_clip, lora_name=LORA_NAME,
@@ -137,8 +138,7 @@ def stock_graph(name: str, case: Case) -> dict:
         "11": node("CLIPTextEncode", clip=prior_clip, text=NEGATIVE),
         "12": node("CFGGuider", model=prior_model, positive=["10", 0], negative=["11", 0], cfg=PRIOR_CFG),
         "13": node("RandomNoise", noise_seed=PRIOR_SEED),
-        "14": node("WuerstchenSigmas", steps=case.prior_steps, schedule=case.schedule, denoise=1.0),
-        "15": node("SamplerCustomAdvanced", noise=["13", 0], guider=["12", 0], sampler=["4", 0], sigmas=["14", 0],
+        "15": node("SamplerCustomAdvanced", noise=["13", 0], guider=["12", 0], sampler=["4", 0], sigmas=["4", 1],
                    latent_image=["3", 0]),
         "16": node("SaveLatent", samples=["15", 0], filename_prefix=f"stage_c_{name}"),
         "20": node("CLIPTextEncode", clip=["2", 1], text=PROMPT),
@@ -146,8 +146,8 @@ def stock_graph(name: str, case: Case) -> dict:
         "22": node("StableCascade_StageB_Conditioning", conditioning=["20", 0], stage_c=["15", 0]),
         "23": node("CFGGuider", model=["2", 0], positive=["22", 0], negative=["21", 0], cfg=DECODER_CFG),
         "24": node("RandomNoise", noise_seed=DECODER_SEED),
-        "25": node("WuerstchenSigmas", steps=DECODER_STEPS, schedule="linear", denoise=1.0),
-        "26": node("SamplerCustomAdvanced", noise=["24", 0], guider=["23", 0], sampler=["4", 0], sigmas=["25", 0],
+        "25": node("WuerstchenSampler", steps=DECODER_STEPS, schedule="linear", denoise=1.0),
+        "26": node("SamplerCustomAdvanced", noise=["24", 0], guider=["23", 0], sampler=["25", 0], sigmas=["25", 1],
                    latent_image=["3", 1]),
         "27": node("VAEDecode", samples=["26", 0], vae=["2", 2]),
         "28": node("SaveImage", images=["27", 0], filename_prefix=f"image_{name}"),
