@@ -13,7 +13,7 @@ from fixtures_checkpoints import tiny_model
 from test_native_finite import CPU, model, text
 
 SEED, SIZE = 3, 256  # a 256×256 image: a 6×6 Stage C latent, a 64×64 Stage B latent
-EMPTY_LATENT = "StableCascade_EmptyLatentImage (compression 42)"  # where the messages send the user to start
+EMPTY_LATENT = "StableCascade_EmptyLatentImage"  # where the messages send the user to start (compression 42)
 START_C = f"start from {EMPTY_LATENT}'s stage_c output"
 START_B = (f"start from {EMPTY_LATENT}'s stage_b output (a Stage C latent goes to "
            f"StableCascade_StageB_Conditioning's stage_c)")

@@ -246,7 +246,7 @@ def test_lone_surrogate_prompt_fails_with_a_clear_line(server, saved):
     error = execution_error(entry)
     assert error["node_id"] == PRIOR_TEXT
     assert assert_short(error["exception_message"]).startswith(
-        "the prompt contains a lone surrogate U+D800 at character 4"), error
+        "text contains a lone surrogate U+D800 at character 4"), error  # the input of CLIPTextEncode / Text Encode
 
 
 def test_megabyte_prompt_logs_one_short_warning(server):
