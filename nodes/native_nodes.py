@@ -209,8 +209,17 @@ class WuerstchenVAELoader:
     IS_CHANGED = is_changed_by("vqgan_name")
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
-        effnet = vqgan_name not in list_models("vqgan") and vqgan_name in list_models("effnet")
-        return (load_component("effnet" if effnet else "vqgan", vqgan_name, weight_dtype),)
+        kinds = [kind for kind in ("vqgan", "effnet") if vqgan_name in list_models(kind)] or ["vqgan"]
+        try:
+            return (load_component(kinds[0], vqgan_name, weight_dtype),)
+        except (ValueError, OSError, RuntimeError) as error:
+            if len(kinds) == 1:  # the file's name tells what it holds
+                raise
+            stage_a_error = error
+        try:  # a name that tells nothing: the EfficientNet encoder, or else Stage A's error
+            return (load_component("effnet", vqgan_name, weight_dtype),)
+        except (ValueError, OSError, RuntimeError):
+            raise stage_a_error from None
 
 
 class WuerstchenEmptyLatent:

@@ -24,7 +24,8 @@ import comfy.supported_models_base
 import folder_paths
 import torch
 
-from ...core import DTYPE_NAMES, MAX_LENGTH, checked_text_encoder_stage, load_text_encoder
+from ...core import (DTYPE_NAMES, MAX_LENGTH, check_prompt_emphasis, check_prompt_text, checked_text_encoder_stage,
+                     load_text_encoder)
 from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation
 from ..comfy_bridge import intermediate_device, placement, show_text
 from ..wiring import TEXT_WIDTH_KEY, make_conditioning
@@ -115,6 +116,8 @@ class WuerstchenSDTokenizer(comfy.sd1_clip.SDTokenizer):
     def tokenize_with_weights(self, text: str, return_word_ids=False, report=None, **kwargs):
         """One row of (token, weight[, word id]): start, the first 75 tokens of every window, end, padding. A longer
         prompt is logged and, when given, passed to ``report`` as one line."""
+        check_prompt_text("text", text)  # before the tokenizer, which would fail on it with a long error
+        check_prompt_emphasis("text", text)  # ComfyUI's recursive parser would overflow the stack on deep nesting
         windows = super().tokenize_with_weights(text, return_word_ids=True, **kwargs)
         content = [token for window in windows for token in window if token[2] != 0]  # word id 0: start, end, pad
         kept = self.max_length - 2

@@ -19,7 +19,7 @@ from ..wiring import STAGE_NAMES
 OTHER = {"prior": "decoder", "decoder": "prior"}
 LATENT_STAGE = {stage: STAGES[stage].letter for stage in OTHER}
 CHANNELS = {stage: STAGES[stage].latent_channels for stage in OTHER}
-EMPTY_LATENT = "StableCascade_EmptyLatentImage (compression 42)"
+EMPTY_LATENT = "StableCascade_EmptyLatentImage"  # at its default compression, 42: Würstchen's sizes
 START = {"prior": f"start from {EMPTY_LATENT}'s stage_c output", "decoder": f"start from {EMPTY_LATENT}'s stage_b output"}
 STAGE_C_GOES = {"prior": "", "decoder": " (a Stage C latent goes to StableCascade_StageB_Conditioning's stage_c)"}
 STAGE_C_INPUT = "stable_cascade_prior"  # where StableCascade_StageB_Conditioning puts its stage_c

@@ -120,3 +120,27 @@ def test_it_has_every_attribute_of_comfyuis_vae_and_only_encodes(env):
     with pytest.raises(ValueError) as raised:
         nodes.VAEDecode().decode(vae, {"samples": torch.zeros(1, 4, 16, 16)})
     assert str(raised.value).startswith("vae: this is the Würstchen EfficientNet encoder, which only encodes")
+
+
+def test_the_vae_loader_tells_the_encoder_by_its_keys_when_the_name_does_not(env, tmp_path):
+    """A file whose name says nothing is listed as Stage A and as the encoder; the VAE Loader loads whichever it is,
+    and a file that is neither gets Stage A's error."""
+    import shutil
+
+    import comfy.sd
+    import folder_paths
+    root = folder_paths.get_folder_paths("wuerstchen")[0]
+    shutil.copy(f"{root}/{EFFNET}", f"{root}/my-encoder.pt")
+    shutil.copy(f"{root}/{EFFNET}", f"{root}/not-a-model.safetensors")
+    with open(f"{root}/not-a-model.safetensors", "r+b") as file:
+        file.write(b"\0" * 64)
+    loader = env["nodes"]["WuerstchenVAELoader"]
+    assert "my-encoder.pt" in loader.INPUT_TYPES()["required"]["vqgan_name"][0]
+    (vae,) = loader().load("my-encoder.pt", "fp32")
+    assert isinstance(vae, comfy.sd.VAE) and getattr(vae, "IS_WUERSTCHEN_EFFNET", False) is True
+    got = env["nodes"]["WuerstchenEfficientNetEncode"]().encode(vae, image(), WIDTH, HEIGHT)[0]["samples"]
+    expected = env["nodes"]["WuerstchenEfficientNetEncode"]().encode(env["vae"], image(), WIDTH, HEIGHT)[0]["samples"]
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError) as error:
+        loader().load("not-a-model.safetensors", "fp32")
+    assert "\n" not in str(error.value) and "safetensors" in str(error.value).lower(), str(error.value)

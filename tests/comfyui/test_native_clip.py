@@ -108,6 +108,17 @@ def test_clip_text_encode_gives_the_reference_conditioning(env, stage):
     assert (unmasked - reference_embeddings(pipe, PROMPTS[0])[0]).abs().max() > 1e-3  # the mask matters here
 
 
+@pytest.mark.parametrize("text,problem", [("(" * 10_000 + "horse" + ")" * 10_000, "nest"),
+                                          ("a (horse:1e308)", "weight"), ("a \ud800 horse", "lone surrogate")])
+def test_clip_text_encode_refuses_what_it_cannot_encode_in_one_line(env, text, problem):
+    """ComfyUI's own emphasis parser recurses once per bracket (10,000 overflow the stack) and a lone surrogate stops
+    its tokenizer with a type error: CLIPTextEncode on a Würstchen CLIP says what is wrong with the text instead."""
+    with pytest.raises(ValueError) as error:
+        text_encode(env["clips"]["prior"], text)
+    message = str(error.value)
+    assert message.startswith("text") and problem in message and "\n" not in message and len(message) <= 300, message
+
+
 @pytest.mark.parametrize("stage", FOLDERS)
 def test_emphasis_agrees_with_the_pack_encoder(env, stage):
     """ComfyUI's weighting (CLIPTextEncode) against core.prompt_weights on the pack's transformers encoder."""
