@@ -3,10 +3,12 @@ sampler's latents (the pack's path before the two were one, and the one outside 
 widget that changes the run, prompts in a batch, per-image seeds, start latents, guidance on both stages. And what
 ComfyUI attaches to a MODEL reaches them: a model_options wrapper sees every step."""
 
+import importlib
+
 import pytest
 import torch
 
-from comfy_in_process import comfyui
+from comfy_in_process import comfyui, demo_model_folder
 
 WIDTH, HEIGHT = 256, 384
 
@@ -14,28 +16,20 @@ WIDTH, HEIGHT = 256, 384
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     pack = comfyui()
-    import importlib
+    with demo_model_folder(tmp_path_factory.mktemp("models")):
+        nodes = pack.NODE_CLASS_MAPPINGS
+        bridge = importlib.import_module(f"{pack.__name__}.nodes.comfy_bridge")
+        prior, prior_clip = nodes["WuerstchenPriorCheckpointLoader"]().load("wuerstchen-prior", "fp32")
+        decoder, decoder_clip, _ = nodes["WuerstchenDecoderCheckpointLoader"]().load("wuerstchen", "fp32")
 
-    import folder_paths
-    from demo_checkpoints import write_demo_models
-    root = tmp_path_factory.mktemp("models")
-    write_demo_models(root)
-    folder_paths.add_model_folder_path("wuerstchen", str(root))
-    nodes = pack.NODE_CLASS_MAPPINGS
-    bridge = importlib.import_module(f"{pack.__name__}.nodes.comfy_bridge")
-    prior, prior_clip = nodes["WuerstchenPriorCheckpointLoader"]().load("wuerstchen-prior", "fp32")
-    decoder, decoder_clip, _ = nodes["WuerstchenDecoderCheckpointLoader"]().load("wuerstchen", "fp32")
+        def engine(model, stage):  # the MODEL's own network as an engine model, as loaders give it outside ComfyUI
+            return bridge.engine_model(stage, model.model.diffusion_model, torch.device("cpu"), torch.float32)
 
-    def engine(model, stage):  # the same network as the engine's model, as the loaders give it outside ComfyUI
-        return bridge.engine_model(stage, model.model.diffusion_model, torch.device("cpu"), torch.float32)
-
-    encode = nodes["WuerstchenTextEncode"]().encode
-    prompts = {name: (encode(clip, "a horse")[0] + encode(clip, "a red barn")[0], encode(clip, "")[0])
-               for name, clip in (("prior", prior_clip), ("decoder", decoder_clip))}
-    yield dict(nodes=nodes, prior=prior, decoder=decoder, engine_prior=engine(prior, "prior"),
-               engine_decoder=engine(decoder, "decoder"), text=prompts)
-    import comfy.model_management
-    comfy.model_management.unload_all_models()
+        encode = nodes["WuerstchenTextEncode"]().encode
+        prompts = {name: (encode(clip, "a horse")[0] + encode(clip, "a red barn")[0], encode(clip, "")[0])
+                   for name, clip in (("prior", prior_clip), ("decoder", decoder_clip))}
+        yield dict(nodes=nodes, prior=prior, decoder=decoder, engine_prior=engine(prior, "prior"),
+                   engine_decoder=engine(decoder, "decoder"), text=prompts)
 
 
 def close(got: torch.Tensor, expected: torch.Tensor) -> bool:
