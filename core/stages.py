@@ -47,20 +47,22 @@ class Stage:
     kohya_lora_prefix: str | None = None
     text_encoder_lora_prefixes: tuple[str, ...] = ()
     pixels_per_latent: int | None = None  # Stage A: image pixels per Stage B latent pixel, along each side
+    dtypes_reason: str = "ComfyUI's rule for this kind of model"  # why ``dtypes`` are these, in a tooltip's words
 
 
 # Not fp16 for the prior: Stable Cascade's stage C gives NaNs in fp16, and this prior divides by |1 - b|.
 PRIOR = Stage("prior", "C", "Stage C (prior)", latent_channels=16, dtypes=(torch.bfloat16, torch.float32),
               text_encoder="CLIP-bigG", text_width=1280, schedule="reference", step_bytes_per_latent_pixel=100_000,
               lora_prefixes=("prior.", "unet."), kohya_lora_prefix="lora_prior_unet_",
-              text_encoder_lora_prefixes=("text_encoder.", "lora_te_", "lora_prior_te_"))
+              text_encoder_lora_prefixes=("text_encoder.", "lora_te_", "lora_prior_te_"),
+              dtypes_reason="this prior overflows in it")
 DECODER = Stage("decoder", "B", "Stage B (decoder)", latent_channels=4,
                 dtypes=(torch.bfloat16, torch.float16, torch.float32), text_encoder="CLIP-ViT-H", text_width=1024,
                 schedule="linear", step_bytes_per_latent_pixel=6_000, lora_prefixes=("decoder.", "unet."),
                 kohya_lora_prefix="lora_decoder_unet_", text_encoder_lora_prefixes=("text_encoder.", "lora_te_"))
 # Stage A's largest activation: (H/2)·(W/2)·768 channels, ×3 live, fp32.
 VQGAN = Stage("vqgan", "A", "Stage A (VQGAN)", latent_channels=3, dtypes=(torch.bfloat16, torch.float32),
-              step_bytes_per_latent_pixel=4 * 768 * 3 * 4, pixels_per_latent=4)
+              step_bytes_per_latent_pixel=4 * 768 * 3 * 4, pixels_per_latent=4, dtypes_reason="ComfyUI's VAE rule")
 STAGES = {stage.name: stage for stage in (PRIOR, DECODER, VQGAN)}
 
 # The released text encoders' widths: CLIP-bigG for the prior, CLIP-ViT-H for the decoder.
@@ -82,8 +84,8 @@ def auto_dtype_rule(kind: str) -> str:
         return ("fp16 on GPUs (ComfyUI's text-encoder rule), fp32 on the CPU; --fp16-text-enc, --bf16-text-enc or "
                 "--fp32-text-enc change it")
     first = ", else ".join(names[dtype] for dtype in SUPPORTED_DTYPES[kind] if dtype != torch.float32)
-    never = "" if torch.float16 in SUPPORTED_DTYPES[kind] else " (never fp16)"
-    return f"{first} where the GPU supports it, else fp32{never}; fp32 on the CPU"
+    never = "" if torch.float16 in SUPPORTED_DTYPES[kind] else "never fp16; "
+    return f"{first} where the GPU supports it, else fp32 ({never}{STAGES[kind].dtypes_reason}); fp32 on the CPU"
 
 
 def stage_c_size(height: int, width: int) -> tuple[int, int]:

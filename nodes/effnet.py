@@ -6,10 +6,9 @@ import torch
 from ..core import effnet_input_size, encode_image
 from ..core import check_finite_inputs
 from . import native
-from .comfy_bridge import EngineModel, activate, check_interrupted, intermediate_device, list_models
+from .comfy_bridge import EngineModel, activate, check_interrupted, intermediate_device
 from .images import image_pixels, size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component
-from .model_files import is_changed_by
+from .loaders import FileLoader, load_component
 from .queue_checks import check_inputs, input_problems
 from .wiring import EFFNET, make_latent
 
@@ -19,22 +18,10 @@ FILES = ("The original model_v2_stage_b.pt of dome272/wuerstchen (its effnet_sta
 BYTES_PER_INPUT_PIXEL = 160
 
 
-def effnet_files() -> list[str]:
-    return list_models("effnet")  # single weight files only: no diffusers folder holds the encoder
-
-
-class _EfficientNetFileLoader:
-    CATEGORY = "loaders/wuerstchen"
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "effnet_name": (effnet_files(), {"tooltip": f"A file in models/wuerstchen or models/diffusers. {FILES}"}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
-        }}
-
-    IS_CHANGED = is_changed_by("effnet_name")
+class _EfficientNetFileLoader(FileLoader):
+    KIND, INPUT_NAME, FILES = "effnet", "effnet_name", FILES  # single weight files: no diffusers folder holds it
+    DTYPE_KIND = "vqgan"  # placed and cast like the VQGAN: a small image model that runs once per image
+    NAME_TOOLTIP = "A file in models/wuerstchen or models/diffusers."
 
 
 class WuerstchenEfficientNetLoader(_EfficientNetFileLoader):

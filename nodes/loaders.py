@@ -65,25 +65,36 @@ def text_encoder_width(encoder) -> int:
     return handle.hidden_size if handle is not None else encoder.cond_stage_model.width
 
 
-class _ComponentLoader:
+class FileLoader:
+    """Every loader node: one file or folder (``INPUT_NAME``, from ``choices()``) and a weight dtype, loaded through
+    ``load_component``; a file replaced under the same name is loaded again (``IS_CHANGED``)."""
     KIND = INPUT_NAME = FILES = ""
+    DTYPE_KIND = None  # whose auto dtype rule the tooltip gives: the KIND's unless set
+    NAME_TOOLTIP = "A file or diffusers folder in models/wuerstchen or models/diffusers."
     CATEGORY = "loaders/wuerstchen"
     FUNCTION = "load"
 
     @classmethod
+    def choices(cls) -> list[str]:
+        return list_models(cls.KIND)
+
+    @classmethod
+    def weight_dtype_tooltip(cls) -> str:
+        return dtype_tooltip(cls.DTYPE_KIND or cls.KIND)
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            cls.INPUT_NAME: (list_models(cls.KIND), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
-                                                                f"models/diffusers. {cls.FILES}"}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(cls.KIND)}),
+            cls.INPUT_NAME: (cls.choices(), {"tooltip": f"{cls.NAME_TOOLTIP} {cls.FILES}".strip()}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": cls.weight_dtype_tooltip()}),
         }}
 
     @classmethod
     def IS_CHANGED(cls, **inputs):
-        return files_signature(inputs.get(cls.INPUT_NAME))  # a file replaced under the same name is loaded again
+        return files_signature(inputs.get(cls.INPUT_NAME))
 
 
-class WuerstchenPriorLoader(_ComponentLoader):
+class WuerstchenPriorLoader(FileLoader):
     DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     KIND, INPUT_NAME = "prior", "prior_name"
     FILES = ("Accepts the warp-ai/wuerstchen-prior folder (or its -model-base / -model-finetuned / "
@@ -100,7 +111,7 @@ class WuerstchenPriorLoader(_ComponentLoader):
         return (load_component(self.KIND, prior_name, weight_dtype),)
 
 
-class WuerstchenDecoderLoader(_ComponentLoader):
+class WuerstchenDecoderLoader(FileLoader):
     DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     KIND, INPUT_NAME = "decoder", "decoder_name"
     FILES = "Accepts the warp-ai/wuerstchen folder, a decoder .safetensors file, or the original model_v2_stage_b.pt."
@@ -115,7 +126,7 @@ class WuerstchenDecoderLoader(_ComponentLoader):
         return (load_component(self.KIND, decoder_name, weight_dtype),)
 
 
-class WuerstchenVQGANLoader(_ComponentLoader):
+class WuerstchenVQGANLoader(FileLoader):
     DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     KIND, INPUT_NAME = "vqgan", "vqgan_name"
     FILES = "Accepts the warp-ai/wuerstchen folder, a VQGAN .safetensors file, or the original vqgan_f4_v1_500k.pt."
@@ -130,7 +141,7 @@ class WuerstchenVQGANLoader(_ComponentLoader):
         return (load_component(self.KIND, vqgan_name, weight_dtype),)
 
 
-class WuerstchenTextEncoderLoader(_ComponentLoader):
+class WuerstchenTextEncoderLoader(FileLoader):
     DEPRECATED = True  # still loads and runs in saved workflows; not offered in search
     KIND, INPUT_NAME = "text_encoder", "clip_name"
     FILES = ("Each stage has its own: the prior's folder (wuerstchen-prior) holds CLIP-bigG, 1280 wide, for the prior "

@@ -28,15 +28,6 @@ def files_signature(name) -> str:
     return digest.hexdigest()
 
 
-def is_changed_by(input_name: str) -> classmethod:
-    """A loader's IS_CHANGED: the signature of the selection in its input ``input_name`` (None when linked)."""
-
-    def IS_CHANGED(cls, **inputs):  # noqa: N802 - ComfyUI's name
-        return files_signature(inputs.get(input_name))
-
-    return classmethod(IS_CHANGED)
-
-
 def _stats(path: Path) -> list[tuple]:
     """(relative name, size, mtime_ns, inode) of ``path`` and, for a folder or a shard index, the files beside it."""
     root = path if path.is_dir() else path.parent

@@ -13,8 +13,8 @@ from ..core import SCHEDULES, STAGES, WEIGHT_SUFFIXES, stage_b_size, stage_c_siz
 from . import native
 from .comfy_bridge import check_fits, intermediate_device, list_models
 from .images import size_options
-from .loaders import WEIGHT_DTYPES, dtype_tooltip, load_component, loading_errors
-from .model_files import files_signature, is_changed_by
+from .loaders import FileLoader, load_component, loading_errors
+from .model_files import files_signature
 from .queue_checks import check_inputs, input_problems
 from .wiring import make_latent
 
@@ -68,75 +68,51 @@ def prior_text_encoder_folder(folder: str) -> str:
                      f"Model Loader and a CLIP with Würstchen CLIP Loader")
 
 
-def _model_input(kind: str, files: str) -> dict:
-    return {"required": {
-        f"{kind}_name": (list_models(kind), {"tooltip": f"A file or diffusers folder in models/wuerstchen or "
-                                                         f"models/diffusers. {files}"}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(kind)}),
-    }}
-
-
-class WuerstchenPriorModelLoader:
+class WuerstchenPriorModelLoader(FileLoader):
     DESCRIPTION = ("Loads the Würstchen v2 prior (Stage C) as a ComfyUI MODEL, for KSampler, SamplerCustomAdvanced, "
                    "LoRA loaders and model merging. " + CFG_NOTE)
-    CATEGORY = "loaders/wuerstchen"
+    KIND, INPUT_NAME = "prior", "prior_name"
+    FILES = ("Accepts the warp-ai/wuerstchen-prior folder or a variant, a prior .safetensors file, or "
+             "model_v3_stage_c.pt.")
     RETURN_TYPES, RETURN_NAMES = ("MODEL",), ("prior",)
     OUTPUT_TOOLTIPS = ("The Stage C prior as a MODEL (noise prediction on the DDPM-Würstchen schedule, shift 1).",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return _model_input("prior", "Accepts the warp-ai/wuerstchen-prior folder or a variant, a prior "
-                                     ".safetensors file, or model_v3_stage_c.pt.")
-
-    IS_CHANGED = is_changed_by("prior_name")
 
     def load(self, prior_name: str, weight_dtype: str = "auto"):
         return (load_component("prior", prior_name, weight_dtype),)
 
 
-class WuerstchenDecoderModelLoader:
+class WuerstchenDecoderModelLoader(FileLoader):
     DESCRIPTION = ("Loads the Würstchen v2 decoder (Stage B) as a ComfyUI MODEL. Give it its Stage C latent through "
                    "StableCascade_StageB_Conditioning on the positive prompt. " + CFG_NOTE)
-    CATEGORY = "loaders/wuerstchen"
+    KIND, INPUT_NAME = "decoder", "decoder_name"
+    FILES = "Accepts the warp-ai/wuerstchen folder, a decoder .safetensors file, or model_v2_stage_b.pt."
     RETURN_TYPES, RETURN_NAMES = ("MODEL",), ("decoder",)
     OUTPUT_TOOLTIPS = ("The Stage B decoder as a MODEL.",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return _model_input("decoder", "Accepts the warp-ai/wuerstchen folder, a decoder .safetensors file, or "
-                                       "model_v2_stage_b.pt.")
-
-    IS_CHANGED = is_changed_by("decoder_name")
 
     def load(self, decoder_name: str, weight_dtype: str = "auto"):
         return (load_component("decoder", decoder_name, weight_dtype),)
 
 
-def _checkpoint_input(stage: str, folders: list[str], what: str) -> dict:
-    """The folders a checkpoint loader can load; the dtype tooltip is the denoiser's."""
-    return {"required": {
-        "folder": (folders, {"tooltip": f"A diffusers folder in models/wuerstchen or models/diffusers: {what}."}),
-        "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip(stage)}),
-    }}
+class _CheckpointLoader(FileLoader):
+    """A whole pipeline folder; the dtype tooltip is the denoiser's."""
+    INPUT_NAME = "folder"
+    NAME_TOOLTIP = "A diffusers folder in models/wuerstchen or models/diffusers:"
 
 
-class WuerstchenPriorCheckpointLoader:
+class WuerstchenPriorCheckpointLoader(_CheckpointLoader):
     DESCRIPTION = ("Loads a whole warp-ai/wuerstchen-prior folder (or a variant): the prior as a MODEL and its "
                    "CLIP-bigG text encoder as a CLIP, for CLIPTextEncode and LoraLoader. A "
                    "variant folder without text_encoder/ (the released -model-interpolated, -finetuned and -base) "
                    "takes the text encoder of the wuerstchen-prior folder beside it. " + CFG_NOTE)
-    CATEGORY = "loaders/wuerstchen"
+    KIND, FILES = "prior", "warp-ai/wuerstchen-prior or a variant."
     RETURN_TYPES, RETURN_NAMES = ("MODEL", "CLIP"), ("prior", "clip")
     OUTPUT_TOOLTIPS = ("The Stage C prior as a MODEL.",
                        "The prior's text encoder (CLIP-bigG) as a CLIP: CLIPTextEncode gives the reference's prompt "
                        "states.")
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return _checkpoint_input("prior", _prior_folders(), "warp-ai/wuerstchen-prior or a variant")
+    def choices(cls) -> list[str]:
+        return _prior_folders()
 
     @classmethod
     def IS_CHANGED(cls, folder=None, **_):
@@ -155,23 +131,20 @@ class WuerstchenPriorCheckpointLoader:
                 load_component("text_encoder", text_encoder_folder, weight_dtype, "prior"))
 
 
-class WuerstchenDecoderCheckpointLoader:
+class WuerstchenDecoderCheckpointLoader(_CheckpointLoader):
     DESCRIPTION = ("Loads a whole warp-ai/wuerstchen folder: the decoder as a MODEL, its CLIP-ViT-H text encoder as a "
                    "CLIP and Stage A (the Paella VQGAN) as a VAE. " + CFG_NOTE)
-    CATEGORY = "loaders/wuerstchen"
+    KIND, FILES = "decoder", "warp-ai/wuerstchen."
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     RETURN_NAMES = ("decoder", "clip", "vae")
     OUTPUT_TOOLTIPS = ("The Stage B decoder as a MODEL.",
                        "The decoder's text encoder (CLIP-ViT-H) as a CLIP: CLIPTextEncode gives the reference's "
                        "prompt states.",
                        "Stage A as a VAE, for VAEDecode / VAEEncode (and the tiled variants) on Stage B latents.")
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return _checkpoint_input("decoder", _folders_holding("decoder", "text_encoder", "vqgan"), "warp-ai/wuerstchen")
-
-    IS_CHANGED = is_changed_by("folder")
+    def choices(cls) -> list[str]:
+        return _folders_holding("decoder", "text_encoder", "vqgan")
 
     def load(self, folder: str, weight_dtype: str = "auto"):
         return (load_component("decoder", folder, weight_dtype),
@@ -179,34 +152,22 @@ class WuerstchenDecoderCheckpointLoader:
                 load_component("vqgan", folder, weight_dtype))
 
 
-def _vae_files() -> list[str]:
-    """Stage A's files and folders, then the EfficientNet encoder's files (an encode-only VAE)."""
-    return sorted(set(list_models("vqgan")) | set(list_models("effnet")))
-
-
-class WuerstchenVAELoader:
+class WuerstchenVAELoader(FileLoader):
     DESCRIPTION = ("Loads Stage A (the Paella VQGAN) as a ComfyUI VAE, for VAEDecode / VAEEncode and their tiled "
                    "variants on Würstchen Stage B latents; or, from model_v2_stage_b.pt (or its EfficientNet "
                    "export), the EfficientNet encoder as a VAE that only encodes, for Würstchen Image Encode and "
                    "StableCascade_StageC_VAEEncode (image → Stage C latent). Stage A's VAE gives the same pixels as "
                    "the reference's VQGAN.")
-    CATEGORY = "loaders/wuerstchen"
+    KIND, INPUT_NAME = "vqgan", "vqgan_name"
+    FILES = ("The warp-ai/wuerstchen folder, a VQGAN .safetensors file or vqgan_f4_v1_500k.pt for Stage A; "
+             "model_v2_stage_b.pt (its effnet) or an EfficientNet .safetensors for the encoder (needs torchvision).")
     RETURN_TYPES, RETURN_NAMES = ("VAE",), ("vae",)
     OUTPUT_TOOLTIPS = ("Stage A as a VAE, or the EfficientNet encoder as an encode-only VAE.",)
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "vqgan_name": (_vae_files(), {"tooltip": "A file or diffusers folder in models/wuerstchen or "
-                                                     "models/diffusers: the warp-ai/wuerstchen folder, a VQGAN "
-                                                     ".safetensors file or vqgan_f4_v1_500k.pt for Stage A; "
-                                                     "model_v2_stage_b.pt (its effnet) or an EfficientNet "
-                                                     ".safetensors for the encoder (needs torchvision)."}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": "auto", "tooltip": dtype_tooltip("vqgan")}),
-        }}
-
-    IS_CHANGED = is_changed_by("vqgan_name")
+    def choices(cls) -> list[str]:
+        """Stage A's files and folders, and the EfficientNet encoder's files (an encode-only VAE)."""
+        return sorted(set(list_models("vqgan")) | set(list_models("effnet")))
 
     def load(self, vqgan_name: str, weight_dtype: str = "auto"):
         kinds = [kind for kind in ("vqgan", "effnet") if vqgan_name in list_models(kind)] or ["vqgan"]

@@ -106,5 +106,5 @@ def test_tooltips_document_emphasis_and_truncation():
                   for node in ("WuerstchenPriorLoader", "WuerstchenDecoderLoader", "WuerstchenVQGANLoader",
                                "WuerstchenTextEncoderLoader")}
     assert "never fp16" in dtype_tips["WuerstchenPriorLoader"]
-    assert "fp32 on CPU" in dtype_tips["WuerstchenTextEncoderLoader"]
+    assert "fp32 on the CPU" in dtype_tips["WuerstchenTextEncoderLoader"]
     assert len(set(dtype_tips.values())) == 4
