@@ -154,7 +154,8 @@ class WuerstchenPriorSampler:
 
 class WuerstchenDecoderSampler:
     DESCRIPTION = ("Stage B: decodes a Stage C latent into the 4-channel VQ latent. Reference settings: 12 steps, "
-                   "cfg 0. Give it a VQ-encoded image as latent with denoise < 1 for image-to-image.")
+                   "cfg 0. Give it an image's Stage B latent (VAE Encode with Stage A's VAE) as latent with denoise < 1 "
+                   "for image-to-image.")
     CATEGORY = "sampling/wuerstchen"
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Stage B latent for VAEDecode with Stage A's VAE.",)
@@ -168,7 +169,8 @@ class WuerstchenDecoderSampler:
                                                             "loader, with its LoRAs, merges and patches "
                                                             "applied."}),
                 "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the decoder's text encoder."}),
-                "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler."}),
+                "prior_latent": ("LATENT", {"tooltip": "Stage C latent from the Würstchen Prior Sampler (or Image "
+                                                         "Encode)."}),
                 "seed": SEED,
                 "steps": ("INT", {"default": 12, "min": 1, "max": 1000, "step": 1,
                                   "tooltip": "Number of decoder steps (12 is the reference)."}),
@@ -177,8 +179,8 @@ class WuerstchenDecoderSampler:
             },
             "optional": {
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt (decoder's text encoder); used when cfg > 1."}),
-                "latent": ("LATENT", {"tooltip": "Optional Stage B latent to start from, e.g. from Würstchen VQ "
-                                                 "Encode, for image-to-image."}),
+                "latent": ("LATENT", {"tooltip": "Optional Stage B latent to start from, e.g. VAE Encode of an "
+                                                 "image with Stage A's VAE, for image-to-image."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "How much of the start latent is replaced; 1.0 without a latent."}),
                 "compile": COMPILE,

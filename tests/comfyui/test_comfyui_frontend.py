@@ -221,3 +221,32 @@ def test_examples_are_listed_as_templates_with_their_pictures(server):
         assert status == 200 and data == (EXAMPLES / f"{name}.jpg").read_bytes()
         with Image.open(io.BytesIO(data)) as image:
             assert image.format == "JPEG"
+
+
+def search_box(app, query: str) -> list[str]:
+    """The entries the frontend's node search box offers for ``query``, typed as a user types it (double-click on
+    an empty canvas opens the box)."""
+    import time
+    app.evaluate("() => { app.graph.clear(); app.canvas.setDirty(true, true); }")
+    app.page.mouse.dblclick(700, 450)
+    app.page.keyboard.type(query, delay=30)
+    time.sleep(2)  # the box searches as one types
+    entries = app.evaluate("""() => Array.from(document.querySelectorAll('[role=option], li'))
+        .map(e => e.innerText.replace(/\\s+/g, ' ').trim()).filter(t => t)""")
+    app.page.keyboard.press("Escape")
+    return entries
+
+
+def test_the_node_search_finds_the_offered_nodes_by_cascade_and_hides_the_deprecated(app):
+    """Würstchen v2 is Stable Cascade's predecessor: "cascade" finds every node the pack offers (the search reads
+    the node ID and display name, in their first 30 characters); the deprecated ones are not offered even by name."""
+    names = PACK.NODE_DISPLAY_NAME_MAPPINGS
+    offered = {names[n] for n, cls in PACK.NODE_CLASS_MAPPINGS.items() if not getattr(cls, "DEPRECATED", False)}
+    deprecated = {names[n] for n, cls in PACK.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
+    found = search_box(app, "cascade")
+    assert {name for name in offered if any(entry.startswith(name) for entry in found)} == offered, found
+    for query in ("wuerstchen", "würstchen loader", "text encode"):
+        entries = search_box(app, query)
+        assert entries and not [entry for entry in entries if any(entry.startswith(name) for name in deprecated)], \
+            (query, entries)
+    assert not app.errors, app.errors
