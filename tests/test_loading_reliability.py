@@ -134,9 +134,9 @@ def test_the_effnet_encoder_survives_its_file_changing(tmp_path):
 
 
 def test_an_older_safetensors_copies_out_of_short_lived_mappings(tmp_path, monkeypatch):
-    import core.checkpoints.files as files
-    monkeypatch.setattr(files, "_tensors_in_file_order", lambda file: None)  # a safetensors without offset_keys
-    monkeypatch.setattr(files, "MAPPED_BYTES_AT_ONCE", 1 << 16)  # many mappings, each dropped after its share
+    import core.checkpoints.tensors as tensors
+    monkeypatch.setattr(tensors, "_tensors_in_file_order", lambda file: None)  # a safetensors without offset_keys
+    monkeypatch.setattr(tensors, "MAPPED_BYTES_AT_ONCE", 1 << 16)  # many mappings, each dropped after its share
     model = tiny_model("decoder")
     folder = write_component_folder(tmp_path / "decoder", "decoder", model)
     assert_owned_and_intact(load_decoder(folder, dtype=torch.float16), [folder / "diffusion_pytorch_model.safetensors"],
@@ -146,14 +146,14 @@ def test_an_older_safetensors_copies_out_of_short_lived_mappings(tmp_path, monke
 def test_a_file_changing_while_it_is_read_is_refused(tmp_path, monkeypatch):
     file = tmp_path / "prior.safetensors"
     save_file(weights_of(tiny_model("prior")), file)
-    import core.checkpoints.files as files
-    real_read = files._read_safetensors
+    import core.checkpoints.tensors as tensors
+    real_read = tensors._read_safetensors
 
     def read_then_touch(*args, **kwargs):
         state_dict = real_read(*args, **kwargs)
         os.utime(file, ns=(time.time_ns(), time.time_ns() + 10**9))
         return state_dict
-    monkeypatch.setattr(files, "_read_safetensors", read_then_touch)
+    monkeypatch.setattr(tensors, "_read_safetensors", read_then_touch)
     with pytest.raises(CheckpointError, match="prior.safetensors changed on disk while it was being read"):
         read_state_dict(file)
 
@@ -161,9 +161,9 @@ def test_a_file_changing_while_it_is_read_is_refused(tmp_path, monkeypatch):
 PEAK_SCRIPT = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, sys.argv[1])
-    import core.checkpoints.files as files
+    import core.checkpoints.tensors as tensors
     from core import load_prior
-    files.MAPPED_BYTES_AT_ONCE = 8 << 20  # a small part of the weights, as 256 MiB is of a real prior
+    tensors.MAPPED_BYTES_AT_ONCE = 8 << 20  # a small part of the weights, as 256 MiB is of a real prior
 
     def status(field):
         return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) * 1024

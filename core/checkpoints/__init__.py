@@ -5,7 +5,7 @@ from .components import COMPONENTS, WEIGHT_SUFFIXES, Component
 from .configs import config_from_json, infer_config
 from .effnet import load_effnet_encoder, read_effnet_state_dict
 from .errors import CheckpointError
-from .files import read_state_dict
+from .tensors import read_state_dict
 from .keys import identify_component, normalise_keys
 from .load import load_decoder, load_prior, load_vqgan
 

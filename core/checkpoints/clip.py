@@ -16,7 +16,8 @@ from ..config_values import config_problem, heads_problem
 from ..safe_paths import outside_references, shown
 from .components import COMPONENTS
 from .errors import CheckpointError, first_line
-from .files import component_folder, display_name, find_weights_file, read_state_dict
+from .files import component_folder, display_name, find_weights_file
+from .tensors import read_state_dict
 from .keys import CLIP_NESTED_PREFIX, normalise_clip_keys
 from .load import adopt_weights, check_is_component, check_nothing_left_on_meta, check_weights_fit
 from .memory import check_fits_in_memory

@@ -8,7 +8,7 @@ import torch
 from ..models.effnet import EfficientNetEncoder
 from .components import COMPONENTS
 from .errors import CheckpointError
-from .files import read_state_dict
+from .tensors import read_state_dict
 from .keys import identify_component, strip_wrapper_prefixes
 from .load import adopt_weights, check_nothing_left_on_meta, check_weights_fit
 

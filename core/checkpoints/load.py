@@ -18,7 +18,8 @@ from ..models import PaellaVQ, StageBDecoder, StageCPrior
 from .components import COMPONENTS, Component
 from .configs import model_config, released_config
 from .errors import CheckpointError, first_line, key_differences, shorten_key
-from .files import display_name, locate_weights, read_state_dict
+from .files import display_name, locate_weights
+from .tensors import read_state_dict
 from .keys import identify_component, normalise_keys
 from .memory import check_fits_in_memory
 
