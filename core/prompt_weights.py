@@ -58,6 +58,16 @@ def parse_prompt(prompt: str) -> Segments:
     return [(_unescape("".join(texts)), weight) for texts, weight in merged]
 
 
+def explicit_weights(prompt: str) -> str:
+    """``prompt`` with each run's weight written out, ``(text:w)``, and no other brackets (literal round brackets
+    escaped): ComfyUI's own parser, which has no ``[text]``, reads from it the runs and weights this one gives."""
+    runs = []
+    for text, weight in parse_prompt(prompt):
+        text = text.replace("(", "\\(").replace(")", "\\)")
+        runs.append(text if weight == 1.0 else f"({text}:{weight!r})")
+    return "".join(runs)
+
+
 def plain_text(segments: Segments) -> str:
     return "".join(text for text, _ in segments)
 

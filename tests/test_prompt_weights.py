@@ -205,3 +205,13 @@ def test_short_prompt_reports_nothing(encoder):
     notes = []
     encoder.encode(["a (horse:1.2)", "the horse"], report=notes.append)
     assert notes == []
+
+
+def test_explicit_weights_spell_out_every_run_for_comfyuis_parser():
+    """What the pack's text nodes hand a Würstchen CLIP: ComfyUI's parser has no [text], so each run's weight is
+    written out, and literal round brackets stay escaped."""
+    from core.prompt_weights import explicit_weights
+    assert explicit_weights("a [cat] ((dog)) \\(x\\) [y]") == \
+        f"a (cat:{1 / 1.1!r}) (dog:{1.1 * 1.1!r}) \\(x\\) (y:{1 / 1.1!r})"
+    assert explicit_weights("plain text, no emphasis") == "plain text, no emphasis"
+    assert parse_prompt(explicit_weights("((a:1.3) [b [c]]) d")) == parse_prompt("((a:1.3) [b [c]]) d")

@@ -26,7 +26,7 @@ import torch
 
 from ...core import (DTYPE_NAMES, MAX_LENGTH, check_prompt_emphasis, check_prompt_text, checked_text_encoder_stage,
                      load_text_encoder)
-from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation
+from ...core.prompt_weights import DECODED_DROPPED_TOKENS, Truncation, explicit_weights
 from ..comfy_bridge import intermediate_device, placement, show_text
 from ..wiring import TEXT_WIDTH_KEY, make_conditioning
 from .comfy_compat import install
@@ -220,11 +220,12 @@ def comfy_state_dict(model) -> dict:
 def encode_with_clip(clip, text: str, report=None, input_name: str = "clip") -> list:
     """CONDITIONING of ``text`` from a Würstchen CLIP, as ``nodes/text.py``'s ``encode_text`` gives it from the pack's
     encoder: one [(1, 77, width) fp32 states, {width key}] entry; a truncation note goes to ``report``.
-    (CLIPTextEncode gives the same states, with ``pooled_output`` beside the width.)"""
+    (CLIPTextEncode gives the same states, with ``pooled_output`` beside the width, for a prompt without ``[text]``.)"""
     if not is_wuerstchen_clip(getattr(clip, "cond_stage_model", None)):
         raise ValueError(f"{input_name}: expected a Würstchen v2 CLIP (Würstchen CLIP Loader or a Würstchen checkpoint "
                          f"loader), got {type(clip).__name__}")
-    states = clip.encode_from_tokens(clip.tokenize(text, report=report))
+    # The pack's text nodes read emphasis as the pack does ([text] is ÷1.1, which ComfyUI's parser lacks).
+    states = clip.encode_from_tokens(clip.tokenize(explicit_weights(text), report=report))
     return make_conditioning(states.to(intermediate_device(), torch.float32))
 
 

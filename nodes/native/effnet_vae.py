@@ -11,15 +11,12 @@ antialiasing.
 """
 
 import comfy.model_management
-import comfy.model_patcher
-import comfy.sd
 import torch
 
-from ...core import (EFFNET_DOWNSCALE, SUPPORTED_DTYPES, check_finite, check_finite_inputs, imagenet_normalise,
-                     load_effnet_encoder)
+from ...core import EFFNET_DOWNSCALE, check_finite, check_finite_inputs, imagenet_normalise, load_effnet_encoder
 from ..comfy_bridge import placement
 from ..effnet import BYTES_PER_INPUT_PIXEL
-from .comfy_compat import init_vae_defaults
+from .vae import PackVAE
 
 ENCODE_ONLY = ("vae: this is the Würstchen EfficientNet encoder, which only encodes images to Stage C latents "
                "(StableCascade_StageC_VAEEncode); decode Stage B latents with Stage A's VAE (Würstchen Decoder "
@@ -45,23 +42,17 @@ def _refuse_to_decode(*_) -> int:
     raise ValueError(ENCODE_ONLY)
 
 
-class EfficientNetVAE(comfy.sd.VAE):
+class EfficientNetVAE(PackVAE):
     IS_WUERSTCHEN_EFFNET = True  # by marker, not class: a second import of the pack makes other classes
 
     def __init__(self, encoder: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
-        init_vae_defaults(self)
-        self.first_stage_model = EfficientNetStage(encoder).eval()
+        super().__init__(EfficientNetStage(encoder), load_device, offload_device, dtype)  # placed like the VQGAN
         self.downscale_ratio = self.upscale_ratio = EFFNET_DOWNSCALE
         self.latent_channels = encoder.mapper[0].out_channels
         self.process_input = imagenet_normalise
         self.process_output = lambda image: image
         self.memory_used_encode = lambda shape, dtype: shape[-2] * shape[-1] * BYTES_PER_INPUT_PIXEL
         self.memory_used_decode = _refuse_to_decode  # ComfyUI asks this first: the error comes before any loading
-        self.working_dtypes = list(SUPPORTED_DTYPES["vqgan"])  # placed and cast like the VQGAN (nodes/effnet.py)
-        self.device, self.vae_dtype = load_device, dtype
-        self.output_device = comfy.model_management.intermediate_device()
-        self.patcher = comfy.model_patcher.ModelPatcher(self.first_stage_model, load_device=load_device,
-                                                        offload_device=offload_device)
 
 
 def load_effnet_vae(path, weight_dtype: str = "auto") -> EfficientNetVAE:

@@ -33,20 +33,14 @@ class StageA(torch.nn.Module):
         return check_finite("Stage A (VQGAN decode)", self.vqgan.decode(latents * VQ_SCALE_FACTOR), self.vqgan)
 
 
-class WuerstchenVAE(comfy.sd.VAE):
-    """Built through ComfyUI's own constructor (``comfy_compat.init_vae_defaults``), so every attribute a ComfyUI
-    ``VAE`` has exists with its default (``size``, ``pad_channel_value``, … whichever the version sets); then Stage A's
-    own. Inputs of another stage or shape are refused in one line before the VQGAN runs (``guardrails``)."""
+class PackVAE(comfy.sd.VAE):
+    """A ComfyUI ``VAE`` around one of the pack's image networks, built through ComfyUI's own constructor
+    (``comfy_compat.init_vae_defaults``), so every attribute a ComfyUI ``VAE`` has exists with its default (``size``,
+    ``pad_channel_value``, … whichever the version sets); then the network, placed and cast like Stage A."""
 
-    def __init__(self, vqgan: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
+    def __init__(self, stage_model: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
         init_vae_defaults(self)
-        self.first_stage_model = StageA(vqgan).eval()
-        self.downscale_ratio = self.upscale_ratio = vqgan.downscale
-        self.latent_channels, self.latent_dim, self.output_channels = vqgan.latent_channels, 2, 3
-        self.process_input = lambda image: image
-        self.process_output = lambda image: image.clamp(0.0, 1.0)
-        self.memory_used_decode = lambda shape, dtype: vq_decode_memory_bytes(shape[-2:])
-        self.memory_used_encode = lambda shape, dtype: vq_encode_memory_bytes(shape[-2:], self.downscale_ratio)
+        self.first_stage_model = stage_model.eval()
         self.working_dtypes = list(SUPPORTED_DTYPES["vqgan"])
         self.device, self.vae_dtype = load_device, dtype
         self.output_device = comfy.model_management.intermediate_device()
@@ -54,6 +48,19 @@ class WuerstchenVAE(comfy.sd.VAE):
                                                         offload_device=offload_device)
         if hasattr(self, "model_size"):  # ComfyUI 0.8.0's constructor ends so; its RAM accounting reads the size
             self.model_size()
+
+
+class WuerstchenVAE(PackVAE):
+    """Stage A. Inputs of another stage or shape are refused in one line before the VQGAN runs (``guardrails``)."""
+
+    def __init__(self, vqgan: torch.nn.Module, load_device, offload_device, dtype: torch.dtype):
+        super().__init__(StageA(vqgan), load_device, offload_device, dtype)
+        self.downscale_ratio = self.upscale_ratio = vqgan.downscale
+        self.latent_channels, self.latent_dim, self.output_channels = vqgan.latent_channels, 2, 3
+        self.process_input = lambda image: image
+        self.process_output = lambda image: image.clamp(0.0, 1.0)
+        self.memory_used_decode = lambda shape, dtype: vq_decode_memory_bytes(shape[-2:])
+        self.memory_used_encode = lambda shape, dtype: vq_encode_memory_bytes(shape[-2:], self.downscale_ratio)
 
     def decode(self, samples_in, *args, **kwargs):
         guardrails.check_vae_latent(samples_in, self.latent_channels)

@@ -128,8 +128,13 @@ def test_emphasis_agrees_with_the_pack_encoder(env, stage):
         got = states(text_encode(clip, prompt))
         assert_close(got, encoder.encode(prompt))
         assert (got - encoder.encode(plain)).abs().max() > 1e-3  # the weights changed something
-    # ComfyUI has no [word] (÷1.1) syntax, the pack has: there they differ.
-    assert (states(text_encode(clip, "[the] horse")) - encoder.encode("[the] horse")).abs().max() > 1e-3
+    # ComfyUI has no [word] (÷1.1) syntax, the pack has: CLIPTextEncode differs there, the pack's text nodes (also
+    # inside ComfyUI, on a CLIP) keep the pack's meaning, so saved workflows keep their conditioning.
+    bracketed = "[the] horse ((in:1.3) [a [field]])"
+    assert (states(text_encode(clip, bracketed)) - encoder.encode(bracketed)).abs().max() > 1e-3
+    encode_with_clip = env["clip"].encode_with_clip
+    for prompt in (bracketed, *WEIGHTED):
+        assert_close(states(encode_with_clip(clip, prompt)), encoder.encode(prompt))
 
 
 @pytest.mark.parametrize("stage", FOLDERS)

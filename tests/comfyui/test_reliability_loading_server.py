@@ -60,7 +60,7 @@ def write_test_models(models: Path, inputs: Path) -> None:
 
     shutil.copytree(models / "wuerstchen-prior", models / "text-encoder-copy")
     write_demo_effnet(models / "effnet-copy.pt")
-    # The VAE Loader tells the EfficientNet from Stage A by the file's name alone: the released name, in a folder.
+    # The VAE Loader's copy of the EfficientNet under its released name, in a folder of its own.
     (models / "effnet-copy").mkdir()
     write_demo_effnet(models / EFFNET_VAE_COPY)
     with Image.open(inputs / "wuerstchen_example_input.png") as image:
